@@ -1,0 +1,76 @@
+"""The interface every task balancer implements.
+
+K tasks. The training loop calls, in this order::
+
+    head_inputs = balancer.head_inputs(features)           # once per micro-batch
+    outputs = model.decode(head_inputs); losses = ...       # losses: (K,) unweighted, this micro-batch
+    balancer.backward(losses, model, features, head_inputs, scale)   # accumulates .grad
+    balancer.step(comm)                                     # once per optimiser step, before optimiser.step()
+    balancer.end_epoch(epoch_losses)                        # (K,) mean train losses of the epoch, all ranks
+
+``weights()`` are the weights applied during the current epoch/step. All state that influences
+future weights is in ``state_dict()`` so that a resumed run continues identically.
+"""
+
+from __future__ import annotations
+
+from abc import ABC
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from pipeline.models.base import MultiTaskModel
+from pipeline.train.comm import Comm
+
+
+class Balancer(ABC):
+    name: ClassVar[str]
+
+    def __init__(self, task_names: Sequence[str]):
+        self.task_names = tuple(task_names)
+        self.num_tasks = len(self.task_names)
+
+    def weights(self) -> torch.Tensor:
+        """Current task weights ``(K,)``, float64 on CPU, detached (for logging and ``combine``)."""
+        return torch.ones(self.num_tasks, dtype=torch.float64)
+
+    def temperature(self) -> float | None:
+        """Softmax temperature in use (DWA/ATDWA), else None."""
+        return None
+
+    def parameters(self) -> list[nn.Parameter]:
+        """Learnable balancer parameters to be optimised (and synchronised) with the model's."""
+        return []
+
+    def combine(self, losses: torch.Tensor) -> torch.Tensor:
+        """Weighted total loss (scalar) from unweighted per-task losses ``(K,)``."""
+        return (self.weights().to(losses) * losses).sum()
+
+    def head_inputs(self, features: list[torch.Tensor]) -> list[torch.Tensor]:
+        """What the heads read; identity unless the balancer needs to cut the graph there."""
+        return features
+
+    def backward(
+        self,
+        losses: torch.Tensor,
+        model: MultiTaskModel,
+        features: list[torch.Tensor],
+        head_inputs: list[torch.Tensor],
+        scale: float = 1.0,
+    ) -> None:
+        """Accumulate ``scale * d combine(losses) / d params`` into ``.grad`` of model and balancer."""
+        (self.combine(losses) * scale).backward()
+
+    def step(self, comm: Comm) -> None:
+        """Called once per optimiser step, after all micro-batch backward calls."""
+
+    def end_epoch(self, epoch_losses: torch.Tensor) -> None:
+        """Record the epoch's mean unweighted train losses ``(K,)`` (identical on every rank)."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""

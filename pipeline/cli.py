@@ -1,0 +1,112 @@
+"""Command line: one sub-command per pipeline stage (``python -m pipeline --help``).
+
+Every stage reads the validated params and writes exactly the outputs ``dvc.yaml`` declares.
+Project errors are printed as one line (``error: ...``) with exit status 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from pathlib import Path
+
+from pipeline import paths
+from pipeline.config import BALANCERS, DEFAULT_PARAMS, load_params
+from pipeline.errors import PipelineError
+
+
+def _ingest(params, args) -> None:
+    importlib.import_module("pipeline.data.ingest").run(params, out_dir=args.out)
+
+
+def _split(params, args) -> None:
+    importlib.import_module("pipeline.data.split").run(params, ingested=args.ingested, out_dir=args.out)
+
+
+def _preprocess(params, args) -> None:
+    importlib.import_module("pipeline.data.preprocess").run(params, ingested=args.ingested, out_dir=args.out)
+
+
+def _augment(params, args) -> None:
+    importlib.import_module("pipeline.data.augment").run(
+        params, preprocessed=args.preprocessed, split=args.split, out_dir=args.out
+    )
+
+
+def _train(params, args) -> None:
+    importlib.import_module("pipeline.train.stage").run(
+        params,
+        balancer=args.balancer,
+        data=paths.DATA,
+        out_dir=args.out / args.balancer,
+        metrics_dir=args.metrics / args.balancer,
+    )
+
+
+def _bench_balancers(params, args) -> None:
+    importlib.import_module("pipeline.train.bench").run(
+        params, steps=args.steps, image_size=args.image_size, batch_size=args.batch_size
+    )
+
+
+def _apply_profile(params, args) -> None:
+    importlib.import_module("pipeline.profiles").apply(args.profile, args.params)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mtl-pipeline", description="Multi-task medical imaging pipeline (DVC stages, Ray, MLflow)."
+    )
+    parser.add_argument("--params", type=Path, default=DEFAULT_PARAMS, help="params file (default: params.yaml)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, func, help_: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_, description=help_)
+        p.set_defaults(func=func)
+        return p
+
+    p = add("ingest", _ingest, "read the dataset (synthetic, folder, archive or S3) into a manifest")
+    p.add_argument("--out", type=Path, default=paths.INGESTED)
+
+    p = add("split", _split, "stratified train/test split and k folds on train")
+    p.add_argument("--ingested", type=Path, default=paths.INGESTED)
+    p.add_argument("--out", type=Path, default=paths.SPLIT)
+
+    p = add("preprocess", _preprocess, "resize and normalise every image into memory-mappable arrays")
+    p.add_argument("--ingested", type=Path, default=paths.INGESTED)
+    p.add_argument("--out", type=Path, default=paths.PREPROCESSED)
+
+    p = add("augment", _augment, "offline albumentations expansion of the training split")
+    p.add_argument("--preprocessed", type=Path, default=paths.PREPROCESSED)
+    p.add_argument("--split", type=Path, default=paths.SPLIT)
+    p.add_argument("--out", type=Path, default=paths.AUGMENTED)
+
+    p = add("train", _train, "train one balancer on every configured fold")
+    p.add_argument("balancer", choices=BALANCERS)
+    p.add_argument("--out", type=Path, default=paths.MODELS)
+    p.add_argument("--metrics", type=Path, default=paths.METRICS)
+
+    p = add("bench-balancers", _bench_balancers, "step time and peak memory of every balancer vs equal")
+    p.add_argument("--steps", type=int, default=12, help="measured steps per balancer (after warm-up)")
+    p.add_argument("--image-size", type=int, default=128)
+    p.add_argument("--batch-size", type=int, default=16)
+
+    p = add("apply-profile", _apply_profile, "merge a named profile (e.g. 'paper') into the params file")
+    p.add_argument("profile")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        params = None if args.command == "apply-profile" else load_params(args.params)
+        args.func(params, args)
+    except PipelineError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

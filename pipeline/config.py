@@ -1,0 +1,247 @@
+"""The one place that reads ``params.yaml``: a typed, validated, immutable parameter tree.
+
+Unknown keys, wrong types and out-of-range values raise :class:`~pipeline.errors.ConfigError`
+naming the file, the dotted key, the value given and what is allowed.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from pipeline.errors import ConfigError
+
+DEFAULT_PARAMS = Path("params.yaml")
+CLASS_NAMES = ("normal", "benign", "malignant")
+AUGMENTATIONS = (
+    "grid_distortion",
+    "rotate",
+    "optical_distortion",
+    "horizontal_flip",
+    "vertical_flip",
+    "elastic",
+)
+BALANCERS = ("equal", "uncertainty", "gradnorm", "dwa", "atdwa")
+MODELS = ("ssc_resnet34", "attention_unet")
+TASK_KINDS = ("binary_segmentation", "multiclass_segmentation", "classification")
+TARGETS = ("mask", "label")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+
+
+class SyntheticParams(_Strict):
+    """Counts and size of the built-in BUSI-like synthetic dataset."""
+
+    n_normal: int = Field(20, ge=0, le=100_000)
+    n_benign: int = Field(60, ge=0, le=100_000)
+    n_malignant: int = Field(40, ge=0, le=100_000)
+    size: int = Field(128, ge=32, le=2048, description="side length of generated images (px)")
+
+
+class DataParams(_Strict):
+    source: str = Field(
+        "synthetic",
+        description="'synthetic', a local folder, a .zip/.tar.gz archive or s3://bucket/prefix",
+    )
+    layout: Literal["busi"] = "busi"
+    classes: tuple[Literal["normal", "benign", "malignant"], ...] = ("benign", "malignant")
+    synthetic: SyntheticParams = SyntheticParams()
+    image_size: int = Field(64, ge=32, le=1024, description="side length after preprocess (px)")
+    channels: Literal[1, 3] = 1
+    workers: int = Field(2, ge=1, le=256, description="processes for preprocess/augment")
+
+    @field_validator("image_size")
+    @classmethod
+    def _multiple_of_32(cls, v: int) -> int:
+        if v % 32:
+            raise ValueError(f"must be a multiple of 32 (the encoder downsamples 5 times), got {v}")
+        return v
+
+    @field_validator("classes")
+    @classmethod
+    def _distinct_classes(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if len(set(v)) != len(v) or len(v) < 2:
+            raise ValueError(f"must list at least two distinct classes of {CLASS_NAMES}, got {list(v)}")
+        return tuple(c for c in CLASS_NAMES if c in v)
+
+
+class SplitParams(_Strict):
+    test_fraction: float = Field(0.2, gt=0.0, lt=1.0)
+    k_folds: int = Field(2, ge=2, le=20)
+
+
+class AugmentParams(_Strict):
+    """Offline augmentation of the training split; copy ``i`` of an image applies transform ``i mod n``."""
+
+    copies_per_image: int = Field(2, ge=0, le=100)
+    transforms: tuple[Literal[AUGMENTATIONS], ...] = AUGMENTATIONS  # type: ignore[valid-type]
+    rotate_limit: float = Field(45.0, ge=0.0, le=180.0, description="degrees")
+
+    @field_validator("transforms")
+    @classmethod
+    def _non_empty(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if not v:
+            raise ValueError(f"must name at least one of {AUGMENTATIONS}")
+        return v
+
+
+class TaskParams(_Strict):
+    """One task: a head of the model, the target array it learns and its loss."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    kind: Literal["binary_segmentation", "multiclass_segmentation", "classification"]
+    target: Literal["mask", "label"]
+    num_classes: int | None = Field(None, ge=2, description="multiclass tasks; classification derives it")
+
+
+class ModelParams(_Strict):
+    name: Literal["ssc_resnet34", "attention_unet"] = "ssc_resnet34"
+    dropout: float = Field(0.3, ge=0.0, lt=1.0)
+    pretrained_encoder: str | None = Field(
+        None, description="torchvision-format ResNet-34 state_dict (local path or URI)"
+    )
+
+
+class DWAParams(_Strict):
+    temperature: float = Field(2.0, gt=0.0)
+
+
+class ATDWAParams(_Strict):
+    t0: float = Field(2.0, gt=0.0)
+    gamma: float = Field(0.8, ge=0.0)
+    window: int = Field(3, ge=2)
+
+
+class GradNormParams(_Strict):
+    alpha: float = Field(1.5, ge=0.0)
+    lr: float = Field(0.025, gt=0.0, description="learning rate of the task-weight optimiser")
+
+
+class BalancerParams(_Strict):
+    dwa: DWAParams = DWAParams()
+    atdwa: ATDWAParams = ATDWAParams()
+    gradnorm: GradNormParams = GradNormParams()
+
+
+class TrainParams(_Strict):
+    balancers: tuple[Literal[BALANCERS], ...] = BALANCERS  # type: ignore[valid-type]
+    folds: tuple[int, ...] | None = Field(None, description="folds to train; null = all")
+    epochs: int = Field(8, ge=1)
+    batch_size: int = Field(16, ge=1)
+    grad_accum_steps: int = Field(1, ge=1)
+    lr: float = Field(1e-4, gt=0.0)
+    weight_decay: float = Field(0.0, ge=0.0)
+    early_stopping_patience: int = Field(15, ge=1)
+    plateau_factor: float = Field(0.5, gt=0.0, lt=1.0)
+    plateau_patience: int = Field(5, ge=0)
+    num_threads: int = Field(0, ge=0, description="torch intra-op threads; 0 = torch default")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    @field_validator("balancers")
+    @classmethod
+    def _distinct(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if not v or len(set(v)) != len(v):
+            raise ValueError(f"must list distinct balancers of {BALANCERS}, got {list(v)}")
+        return v
+
+
+DEFAULT_TASKS = (
+    TaskParams(name="lesion", kind="binary_segmentation", target="mask"),
+    TaskParams(name="diagnosis", kind="classification", target="label"),
+)
+
+
+class Params(_Strict):
+    """The whole validated ``params.yaml``."""
+
+    seed: int = Field(42, ge=0)
+    data: DataParams = DataParams()
+    split: SplitParams = SplitParams()
+    augment: AugmentParams = AugmentParams()
+    tasks: tuple[TaskParams, ...] = DEFAULT_TASKS
+    model: ModelParams = ModelParams()
+    balancer: BalancerParams = BalancerParams()
+    train: TrainParams = TrainParams()
+
+    @model_validator(mode="after")
+    def _check_tasks(self) -> Params:
+        names = [t.name for t in self.tasks]
+        if not names or len(set(names)) != len(names):
+            raise ValueError(f"tasks: names must be distinct and at least one task given, got {names}")
+        for t in self.tasks:
+            wanted = "label" if t.kind == "classification" else "mask"
+            if t.target != wanted:
+                raise ValueError(
+                    f"tasks.{t.name}: kind {t.kind!r} needs target {wanted!r}, got {t.target!r}"
+                )
+            if t.kind == "multiclass_segmentation" and t.num_classes is None:
+                raise ValueError(f"tasks.{t.name}: multiclass_segmentation needs num_classes")
+        if self.train.folds is not None:
+            bad = [f for f in self.train.folds if not 0 <= f < self.split.k_folds]
+            if bad:
+                raise ValueError(f"train.folds: {bad} outside 0..{self.split.k_folds - 1} (split.k_folds)")
+        return self
+
+    @property
+    def folds(self) -> tuple[int, ...]:
+        """The folds the train stage trains."""
+        return self.train.folds if self.train.folds is not None else tuple(range(self.split.k_folds))
+
+
+def _format_errors(source: str, exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "<root>"
+        value = err.get("input")
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        shown = "" if isinstance(value, dict) else f" = {value!r}"
+        lines.append(f"{source}: {key}{shown}: {msg}")
+    return "; ".join(lines)
+
+
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """Return ``base`` with ``override`` merged in; nested mappings merge, other values replace."""
+    merged = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """Parse a YAML mapping; a missing file, bad YAML or a non-mapping raises ConfigError."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
+    return raw
+
+
+def parse_params(raw: dict[str, Any], source: str = "params") -> Params:
+    """Validate a raw mapping into :class:`Params`; ``source`` names it in error messages."""
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(source, exc)) from None
+
+
+def load_params(path: Path = DEFAULT_PARAMS) -> Params:
+    """Read and validate ``params.yaml``."""
+    return parse_params(read_yaml(path), str(path))

@@ -1,0 +1,1 @@
+"""Data stages: ingest → split → preprocess → augment, and the fold views training reads."""

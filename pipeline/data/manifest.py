@@ -1,0 +1,64 @@
+"""The canonical dataset manifest written by ``ingest`` and read by every later stage.
+
+``<ingested>/manifest.json``::
+
+    {"source": str, "layout": str, "classes": [str, ...],
+     "records": [{"id": str, "label": str, "image": str, "masks": [str, ...], "sha256": str}, ...]}
+
+``image`` and ``masks`` are paths relative to the manifest's folder; ``sha256`` is the checksum of
+the source image file's bytes. Records are sorted by ``id``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from pipeline.atomic import atomic_write_json
+from pipeline.errors import DataError
+from pipeline.paths import MANIFEST
+
+
+@dataclass(frozen=True)
+class Record:
+    """One image with its lesion mask file(s) (OR-ed together downstream) and its class label."""
+
+    id: str
+    label: str
+    image: str
+    masks: tuple[str, ...]
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Manifest:
+    source: str
+    layout: str
+    classes: tuple[str, ...]
+    records: tuple[Record, ...]
+
+    def labels(self) -> list[str]:
+        return [r.label for r in self.records]
+
+
+def write_manifest(folder: Path, manifest: Manifest) -> None:
+    """Write ``folder/manifest.json`` atomically, records sorted by id."""
+    body = asdict(manifest)
+    body["records"] = sorted(body["records"], key=lambda r: r["id"])
+    atomic_write_json(Path(folder) / MANIFEST, body)
+
+
+def read_manifest(folder: Path) -> Manifest:
+    """Read ``folder/manifest.json``; a missing or malformed file raises DataError naming it."""
+    path = Path(folder) / MANIFEST
+    try:
+        body = json.loads(path.read_text(encoding="utf-8"))
+        records = tuple(
+            Record(r["id"], r["label"], r["image"], tuple(r["masks"]), r["sha256"]) for r in body["records"]
+        )
+        return Manifest(body["source"], body["layout"], tuple(body["classes"]), records)
+    except FileNotFoundError:
+        raise DataError(f"{path}: manifest not found (run the ingest stage first)") from None
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise DataError(f"{path}: malformed manifest ({exc!r})") from None

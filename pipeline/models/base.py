@@ -1,0 +1,43 @@
+"""The interface every multi-task network implements: one shared trunk, one head per task."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import torch
+from torch import nn
+
+
+class MultiTaskModel(nn.Module, ABC):
+    """Shared trunk ``encode`` followed by per-task heads ``decode``.
+
+    ``encode(x)`` takes images ``(B, C, H, W)`` (float, roughly zero-mean) and returns the list of
+    shared feature maps the heads read (e.g. a U-Net's skip features, shallow to deep). The last
+    element is the output of :attr:`last_shared_layer`'s block, so the gradient of a task loss
+    with respect to that layer's parameters depends on the heads only through ``features[-1]``.
+
+    ``decode(features)`` returns ``{task name: logits}``; segmentation logits are ``(B, C_k, H, W)``,
+    classification logits ``(B, C_k)``. Heads of different tasks share no parameters.
+    """
+
+    task_names: tuple[str, ...]
+
+    @abstractmethod
+    def encode(self, x: torch.Tensor) -> list[torch.Tensor]: ...
+
+    @abstractmethod
+    def decode(self, features: list[torch.Tensor]) -> dict[str, torch.Tensor]: ...
+
+    @property
+    @abstractmethod
+    def last_shared_layer(self) -> nn.Module:
+        """The layer W at which GradNorm measures per-task gradient norms."""
+
+    @abstractmethod
+    def shared_parameters(self) -> list[nn.Parameter]: ...
+
+    @abstractmethod
+    def task_parameters(self, task: str) -> list[nn.Parameter]: ...
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.decode(self.encode(x))
