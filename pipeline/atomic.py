@@ -15,6 +15,13 @@ from pathlib import Path
 from typing import Any
 
 
+def _shareable(path: Path, mode: int) -> None:
+    """Give a temp file/dir the permissions a plain ``open``/``mkdir`` would (mkstemp uses 0600/0700)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, mode & ~umask)
+
+
 @contextlib.contextmanager
 def atomic_dir(target: Path) -> Iterator[Path]:
     """Yield an empty temporary directory that replaces ``target`` when the block succeeds.
@@ -24,6 +31,7 @@ def atomic_dir(target: Path) -> Iterator[Path]:
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    _shareable(tmp, 0o777)
     try:
         yield tmp
     except BaseException:
@@ -45,6 +53,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
+        _shareable(Path(tmp), 0o666)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

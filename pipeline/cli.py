@@ -46,7 +46,7 @@ def _train(params, args) -> None:
 
 def _bench_balancers(params, args) -> None:
     importlib.import_module("pipeline.train.bench").run(
-        params, steps=args.steps, image_size=args.image_size, batch_size=args.batch_size
+        params, steps=args.steps, image_size=args.image_size, batch_size=args.batch_size, params_path=args.params
     )
 
 

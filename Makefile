@@ -1,0 +1,30 @@
+# `make run`: set up and run the whole pipeline (dvc repro). `make test`: set up and run the tests.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PROFILE ?=
+
+.PHONY: run test bench clean-venv
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found (Python 3.11 is required)"; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	test -d .dvc || $(BIN)/dvc init --quiet
+	$(if $(PROFILE),$(BIN)/python -m pipeline apply-profile $(PROFILE))
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc metrics show
+
+test: $(STAMP)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python -m pipeline bench-balancers
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,102 @@
+"""Augment stage: offline albumentations expansion of the training split (never the test split).
+
+Every training image gets ``augment.copies_per_image`` copies; copy ``i`` applies transform
+``augment.transforms[i % n]`` with probability 1 to image and mask together (masks by nearest-neighbour,
+so they stay in {0, 1}). Copy ``i`` of image ``id`` is seeded from ``(seed, id, i)`` alone, so the output
+is byte-identical across runs and worker counts.
+
+``<out>/`` holds the array layout of :mod:`pipeline.data.preprocess` (rows ordered by sorted source id,
+then copy), and its ``manifest.json`` adds, per row, ``source_id`` (the preprocessed image it was made
+from) and ``transform`` (the transform's name), plus ``seed``. Row ids are ``"<source_id>~aug<i>"``.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.atomic import atomic_dir
+from pipeline.config import AugmentParams, Params
+from pipeline.data.preprocess import CHUNK, Batch, map_chunks, open_arrays, write_arrays
+from pipeline.data.split import read_split
+from pipeline.errors import DataError
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # no PyPI version check from a pipeline stage
+import albumentations as A  # noqa: E402
+
+# name -> factory(augment params, image side in px); every name of config.AUGMENTATIONS.
+# The elastic field (alpha = S, sigma = S/20) displaces pixels by a few px; albumentations' default
+# (alpha = 1, sigma = 50) would leave the image practically unchanged.
+TRANSFORMS: dict[str, Callable[[AugmentParams, int], A.BasicTransform]] = {
+    "grid_distortion": lambda aug, size: A.GridDistortion(p=1.0),
+    "rotate": lambda aug, size: A.Rotate(limit=aug.rotate_limit, p=1.0),
+    "optical_distortion": lambda aug, size: A.OpticalDistortion(p=1.0),
+    "horizontal_flip": lambda aug, size: A.HorizontalFlip(p=1.0),
+    "vertical_flip": lambda aug, size: A.VerticalFlip(p=1.0),
+    "elastic": lambda aug, size: A.ElasticTransform(alpha=size, sigma=size / 20, p=1.0),
+}
+
+Job = tuple[int, str, int]  # (row in the preprocessed arrays, source id, copy index)
+
+
+def run(params: Params, preprocessed: Path, split: Path, out_dir: Path) -> None:
+    """Write augmented copies of the training images of ``split/split.json`` to ``out_dir`` (atomically)."""
+    preprocessed = Path(preprocessed).resolve()
+    meta, _ = open_arrays(preprocessed)
+    train = read_split(split)["train"]
+    row_of = {id_: row for row, id_ in enumerate(meta["ids"])}
+    missing = [id_ for id_ in train if id_ not in row_of]
+    if missing:
+        raise DataError(
+            f"{preprocessed}: {len(missing)} training ids of {Path(split)} are not preprocessed "
+            f"(e.g. {missing[:3]}); rerun preprocess"
+        )
+    aug = params.augment
+    jobs = [(row_of[id_], id_, i) for id_ in sorted(train) for i in range(aug.copies_per_image)]
+    size = meta["image_size"]
+    augment = functools.partial(
+        _augment_chunk, preprocessed=preprocessed, aug=aug, seed=params.seed, size=size
+    )
+    chunks = [jobs[i : i + CHUNK] for i in range(0, len(jobs), CHUNK)]
+    with atomic_dir(out_dir) as tmp:
+        write_arrays(
+            tmp,
+            ids=[f"{id_}~aug{i}" for _, id_, i in jobs],
+            classes=meta["classes"],
+            size=size,
+            channels=meta["channels"],
+            batches=map_chunks(augment, chunks, params.data.workers, "augment", len(jobs)),
+            source_id=[id_ for _, id_, _ in jobs],
+            transform=[aug.transforms[i % len(aug.transforms)] for _, _, i in jobs],
+            seed=params.seed,
+        )
+
+
+def copy_seed(seed: int, source_id: str, copy: int) -> int:
+    """The 32-bit seed of copy ``copy`` of image ``source_id``: independent of order and process."""
+    digest = hashlib.sha256(f"{seed}/{source_id}/{copy}".encode()).digest()
+    return int.from_bytes(digest[:4], "big")
+
+
+def _augment_chunk(
+    jobs: Sequence[Job], preprocessed: Path, aug: AugmentParams, seed: int, size: int
+) -> Batch:
+    source = open_arrays(preprocessed)[1]
+    images, masks = [], []
+    for row, source_id, copy in jobs:
+        name = aug.transforms[copy % len(aug.transforms)]
+        transform = A.Compose([TRANSFORMS[name](aug, size)], seed=copy_seed(seed, source_id, copy))
+        image = np.ascontiguousarray(source["image"][row].transpose(1, 2, 0))  # (S, S, C) for albumentations
+        out = transform(image=image, mask=np.asarray(source["mask"][row]))
+        images.append(out["image"].transpose(2, 0, 1))
+        masks.append(out["mask"])
+    return {
+        "image": np.stack(images),
+        "mask": np.stack(masks),
+        "label": np.asarray(source["label"][[row for row, _, _ in jobs]], dtype=np.int64),
+    }

@@ -1,0 +1,111 @@
+"""The BUSI folder layout (Al-Dhabyani et al. 2020).
+
+``Dataset_BUSI_with_GT/<class>/<class> (<n>).png`` with ``<class> (<n>)_mask.png`` and, for some
+images, extra ``_mask_1.png``, ``_mask_2.png`` … (all masks of an image are OR-ed downstream).
+Files that match none of these names are ignored.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.data.images import png_shape
+from pipeline.errors import DataError
+
+_NAME = re.compile(r"^(?P<label>[a-z]+) \((?P<n>\d+)\)(?P<mask>_mask(?:_(?P<k>\d+))?)?\.png$", re.IGNORECASE)
+_SKIPPED_DIRS = ("__MACOSX",)
+
+
+@dataclass(frozen=True)
+class SourceImage:
+    """One image of a BUSI-layout folder: ``id`` like ``benign_0012`` for ``benign (12).png``."""
+
+    id: str
+    label: str
+    image: Path
+    masks: tuple[Path, ...]
+
+
+def record_id(label: str, number: int) -> str:
+    """The sanitised id of image ``<label> (<number>).png``, e.g. ``benign_0012``."""
+    return f"{label}_{number:04d}"
+
+
+def find_root(folder: Path, classes: Sequence[str]) -> Path:
+    """The shallowest folder at or below ``folder`` holding a sub-folder named after a class.
+
+    Hidden and ``__MACOSX`` folders are skipped. Raises DataError when there is none.
+    """
+    level = [Path(folder)]
+    while level:
+        for candidate in level:
+            if any((candidate / c).is_dir() for c in classes):
+                return candidate
+        level = sorted(
+            child
+            for parent in level
+            for child in parent.iterdir()
+            if child.is_dir() and not child.name.startswith(".") and child.name not in _SKIPPED_DIRS
+        )
+    raise DataError(f"{folder}: no BUSI class folder ({', '.join(classes)}) found at any depth")
+
+
+def _scan_class(folder: Path, label: str) -> list[SourceImage]:
+    images: dict[int, Path] = {}
+    masks: dict[int, list[tuple[int, Path]]] = {}
+    for path in sorted(folder.iterdir()):
+        match = _NAME.match(path.name)
+        if not path.is_file() or not match or match["label"].lower() != label:
+            continue
+        n = int(match["n"])
+        if not match["mask"]:
+            if n in images:
+                raise DataError(f"{path}: same image number as {images[n]}")
+            images[n] = path
+        else:
+            masks.setdefault(n, []).append((int(match["k"] or 0), path))
+    if not images:
+        raise DataError(f"{folder}: class folder has no '{label} (<n>).png' images")
+    for n, found in masks.items():
+        if n not in images:
+            raise DataError(f"{found[0][1]}: mask without an image '{label} ({n}).png'")
+    missing = [images[n] for n in sorted(images) if n not in masks]
+    if missing:
+        raise DataError(f"{missing[0]}: image has no '_mask.png' file ({len(missing)} such in {folder})")
+    return [
+        SourceImage(record_id(label, n), label, images[n], tuple(p for _, p in sorted(masks[n])))
+        for n in sorted(images)
+    ]
+
+
+def scan(folder: Path, classes: Sequence[str]) -> list[SourceImage]:
+    """List the images of the configured ``classes`` in a BUSI-layout ``folder``, sorted by id.
+
+    ``folder`` may be ``Dataset_BUSI_with_GT`` itself or any folder containing it. A configured
+    class without a folder or without images, an image without a mask, a mask without an image and
+    two files with the same number raise DataError naming the file or folder. File contents are
+    not read here; see :func:`check`.
+    """
+    root = find_root(folder, classes)
+    records: list[SourceImage] = []
+    for label in classes:
+        class_dir = root / label
+        if not class_dir.is_dir():
+            raise DataError(f"{class_dir}: class folder missing (data.classes lists '{label}')")
+        records.extend(_scan_class(class_dir, label))
+    return sorted(records, key=lambda r: r.id)
+
+
+def check(image: SourceImage) -> None:
+    """Decode the image and each of its masks; raise DataError unless all decode and sizes agree."""
+    shape = png_shape(image.image)
+    for mask in image.masks:
+        mask_shape = png_shape(mask)
+        if mask_shape != shape:
+            raise DataError(
+                f"{mask}: mask is {mask_shape[1]}x{mask_shape[0]} px but its image {image.image.name} "
+                f"is {shape[1]}x{shape[0]} px"
+            )

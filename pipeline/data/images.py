@@ -1,0 +1,79 @@
+"""Decoding PNG images and lesion masks into numpy arrays (Pillow).
+
+Every function raises :class:`~pipeline.errors.DataError` naming the file when it is missing, is
+not a PNG or does not decode completely (truncated or corrupt data).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from pipeline.errors import DataError
+
+_SIXTEEN_BIT_MODES = ("I", "I;16", "I;16B", "I;16L")
+
+
+def _decode(path: Path) -> Image.Image:
+    """Open ``path`` and decode all of its pixels (a lazy ``open`` alone misses truncated data)."""
+    try:
+        img = Image.open(path)
+        img.load()
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise DataError(f"{path}: unreadable or corrupt image ({exc})") from None
+    if img.format != "PNG":
+        raise DataError(f"{path}: expected a PNG image, got {img.format}")
+    return img
+
+
+def png_shape(path: Path) -> tuple[int, int]:
+    """Decode ``path`` completely and return its shape ``(height, width)`` in pixels."""
+    width, height = _decode(Path(path)).size
+    return height, width
+
+
+def read_grey(path: Path) -> np.ndarray:
+    """Read a PNG as grey levels: ``(H, W)`` uint8, 0 = black.
+
+    Grey (``L``, ``LA``), palette and colour PNGs are converted with the ITU-R 601 luma weights,
+    which return the original value for RGB-encoded grey (R = G = B); alpha is dropped. 16-bit grey
+    is scaled from 0..65535 to 0..255 (rounded).
+    """
+    img = _decode(Path(path))
+    if img.mode in _SIXTEEN_BIT_MODES:
+        wide = np.clip(np.asarray(img, dtype=np.int64), 0, 65535)
+        return ((wide * 255 + 32767) // 65535).astype(np.uint8)
+    return np.asarray(img.convert("L"), dtype=np.uint8)
+
+
+def read_mask(paths: Sequence[Path]) -> np.ndarray:
+    """Read one or more mask PNGs and OR them: ``(H, W)`` uint8 in {0, 1}.
+
+    A pixel is 1 where any colour channel (alpha ignored) of any mask file is nonzero. All files
+    must have the same size; a mismatch raises DataError naming the offending file.
+    """
+    if not paths:
+        raise DataError("read_mask: no mask files given")
+    merged: np.ndarray | None = None
+    for path in paths:
+        img = _decode(Path(path))
+        if img.mode in ("P", "PA"):
+            img = img.convert("RGBA")
+        pixels = np.asarray(img)
+        if pixels.ndim == 3:
+            colour = [i for i, band in enumerate(img.getbands()) if band != "A"]
+            pixels = pixels[..., colour].any(axis=-1)
+        nonzero = pixels != 0
+        if merged is None:
+            merged = nonzero
+        elif nonzero.shape != merged.shape:
+            raise DataError(
+                f"{path}: mask is {nonzero.shape[1]}x{nonzero.shape[0]} px, "
+                f"expected {merged.shape[1]}x{merged.shape[0]} like {paths[0]}"
+            )
+        else:
+            merged |= nonzero
+    return merged.astype(np.uint8)

@@ -1,0 +1,68 @@
+"""The ingest stage: read the configured dataset into ``<out_dir>/files`` and ``manifest.json``.
+
+``data.source`` is ``synthetic`` (generated from ``seed``) or a BUSI-layout local folder, archive
+or S3 prefix (:mod:`pipeline.data.sources`). Every image and mask is decoded and size-checked
+before the output replaces the previous one, so a failure leaves ``out_dir`` as it was.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from tqdm import tqdm
+
+from pipeline import atomic
+from pipeline.config import Params
+from pipeline.data import busi, sources, synthetic
+from pipeline.data.manifest import Manifest, Record, write_manifest
+
+SYNTHETIC = "synthetic"
+
+
+@contextlib.contextmanager
+def _dataset_folder(params: Params) -> Iterator[Path]:
+    """Yield a local BUSI-layout folder for ``params.data.source``."""
+    if params.data.source == SYNTHETIC:
+        with tempfile.TemporaryDirectory(prefix="mtl-synthetic-") as tmp:
+            synthetic.generate(params, Path(tmp))
+            yield Path(tmp)
+    else:
+        with sources.local_folder(params.data.source) as folder:
+            yield folder
+
+
+def _copy(image: busi.SourceImage, out_dir: Path) -> Record:
+    """Copy one checked image and its masks to ``out_dir/files/<label>/<id>[_mask[_k]].png``."""
+    folder = Path("files") / image.label
+    (out_dir / folder).mkdir(parents=True, exist_ok=True)
+    image_rel = folder / f"{image.id}.png"
+    shutil.copyfile(image.image, out_dir / image_rel)
+    mask_rels = []
+    for k, mask in enumerate(image.masks):
+        mask_rel = folder / (f"{image.id}_mask.png" if k == 0 else f"{image.id}_mask_{k}.png")
+        shutil.copyfile(mask, out_dir / mask_rel)
+        mask_rels.append(mask_rel.as_posix())
+    sha256 = hashlib.sha256((out_dir / image_rel).read_bytes()).hexdigest()
+    return Record(image.id, image.label, image_rel.as_posix(), tuple(mask_rels), sha256)
+
+
+def run(params: Params, out_dir: Path) -> None:
+    """Build ``out_dir``: ``files/<class>/<id>.png``, ``<id>_mask.png`` (``_mask_1.png`` … for
+    extra masks, OR-ed downstream) and ``manifest.json`` with paths relative to ``out_dir``.
+
+    Raises DataError naming the file, folder, archive entry or S3 URI at fault; ``out_dir`` is
+    then left unchanged.
+    """
+    with _dataset_folder(params) as folder, atomic.atomic_dir(Path(out_dir)) as tmp:
+        records = []
+        for image in tqdm(busi.scan(folder, params.data.classes), desc="ingest", unit="image"):
+            busi.check(image)
+            records.append(_copy(image, tmp))
+        write_manifest(
+            tmp, Manifest(params.data.source, params.data.layout, params.data.classes, tuple(records))
+        )

@@ -1,0 +1,225 @@
+"""Preprocess stage: every ingested record → fixed-size arrays that training memory-maps.
+
+``<out>/`` (the *array layout*, shared with the augment stage)::
+
+    image.npy      (N, C, S, S) uint8  grey image, replicated to C = data.channels channels
+    mask.npy       (N, S, S)    uint8  lesion mask in {0, 1} (all mask files of a record OR-ed)
+    label.npy      (N,)         int64  index into ``classes``
+    manifest.json  {"ids": [id, ...], "classes": [...], "class_counts": {class: n},
+                    "image_size": S, "channels": C,
+                    "arrays": {"image" | "mask" | "label": {"shape": [...], "dtype": str, "sha256": str}}}
+
+Row ``i`` of every array belongs to ``ids[i]``; preprocess keeps the ingest manifest's (sorted) record order.
+``S`` is ``data.image_size``. Every ``.npy`` opens with ``np.load(path, mmap_mode="r")``.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import multiprocessing
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from pipeline.atomic import atomic_dir, atomic_write_json
+from pipeline.config import Params
+from pipeline.data.images import read_grey, read_mask
+from pipeline.data.manifest import Record, read_manifest
+from pipeline.errors import DataError
+from pipeline.paths import MANIFEST
+
+ARRAY_DTYPES = {"image": np.dtype(np.uint8), "mask": np.dtype(np.uint8), "label": np.dtype(np.int64)}
+CHUNK = 32  # rows per task handed to a worker process
+
+Batch = dict[str, np.ndarray]
+
+
+def run(params: Params, ingested: Path, out_dir: Path) -> None:
+    """Resize every record of ``ingested/manifest.json`` into the array layout at ``out_dir`` (atomically)."""
+    ingested = Path(ingested).resolve()
+    manifest = read_manifest(ingested)
+    unknown = sorted({r.label for r in manifest.records} - set(manifest.classes))
+    if unknown:
+        raise DataError(
+            f"{ingested / MANIFEST}: labels {unknown} are not among the manifest classes "
+            f"{list(manifest.classes)}"
+        )
+    records = manifest.records
+    size, channels = params.data.image_size, params.data.channels
+    convert = functools.partial(
+        _preprocess_chunk, ingested=ingested, classes=manifest.classes, size=size, channels=channels
+    )
+    chunks = [records[i : i + CHUNK] for i in range(0, len(records), CHUNK)]
+    with atomic_dir(out_dir) as tmp:
+        write_arrays(
+            tmp,
+            ids=[r.id for r in records],
+            classes=manifest.classes,
+            size=size,
+            channels=channels,
+            batches=map_chunks(convert, chunks, params.data.workers, "preprocess", len(records)),
+        )
+
+
+def resize_image(image: np.ndarray, size: int) -> np.ndarray:
+    """``(H, W)`` uint8 → ``(size, size)`` uint8; INTER_AREA if the pixel count drops, else INTER_LINEAR."""
+    shrinking = image.shape[0] * image.shape[1] > size * size
+    return cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+
+
+def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
+    """``(H, W)`` {0, 1} → ``(size, size)`` {0, 1} uint8 by nearest-neighbour interpolation."""
+    return cv2.resize(mask, (size, size), interpolation=cv2.INTER_NEAREST)
+
+
+def _preprocess_chunk(
+    records: Sequence[Record], ingested: Path, classes: Sequence[str], size: int, channels: int
+) -> Batch:
+    images, masks = [], []
+    for record in records:
+        image = read_grey(ingested / record.image)
+        mask_paths = [ingested / m for m in record.masks]
+        mask = read_mask(mask_paths)
+        if mask.shape != image.shape:
+            raise DataError(
+                f"{mask_paths[0]}: mask is {mask.shape[1]}x{mask.shape[0]} px but its image "
+                f"{ingested / record.image} is {image.shape[1]}x{image.shape[0]} px"
+            )
+        images.append(np.repeat(resize_image(image, size)[None], channels, axis=0))
+        masks.append(resize_mask(mask, size))
+    return {
+        "image": np.stack(images),
+        "mask": np.stack(masks),
+        "label": np.array([classes.index(r.label) for r in records], dtype=np.int64),
+    }
+
+
+def _single_threaded_cv2() -> None:
+    cv2.setNumThreads(1)
+
+
+def map_chunks(
+    fn: Callable[[Any], Batch], chunks: Sequence[Any], workers: int, desc: str, total: int
+) -> Iterator[Batch]:
+    """Yield ``fn(chunk)`` for every chunk, in order, with a tqdm bar counting ``total`` rows.
+
+    ``workers > 1`` runs ``fn`` (picklable) on that many processes forked from a clean fork server (not from
+    this possibly multi-threaded process), which pre-imports ``fn``'s module once; ``1`` runs it here.
+    The output does not depend on ``workers``.
+    """
+    with tqdm(total=total, desc=desc, unit="img") as bar:
+        if workers == 1:
+            for chunk in chunks:
+                batch = fn(chunk)
+                bar.update(len(batch["label"]))
+                yield batch
+            return
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload([getattr(fn, "func", fn).__module__])
+        pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_single_threaded_cv2)
+        try:
+            for batch in pool.map(fn, chunks):
+                bar.update(len(batch["label"]))
+                yield batch
+        finally:
+            pool.shutdown(cancel_futures=True)
+
+
+def array_shapes(n: int, channels: int, size: int) -> dict[str, tuple[int, ...]]:
+    """Shapes of the layout's arrays for ``n`` rows."""
+    return {"image": (n, channels, size, size), "mask": (n, size, size), "label": (n,)}
+
+
+def write_arrays(
+    folder: Path,
+    ids: Sequence[str],
+    classes: Sequence[str],
+    size: int,
+    channels: int,
+    batches: Iterable[Batch],
+    **extra: Any,
+) -> None:
+    """Write the array layout into ``folder``: rows from ``batches`` in order, then ``manifest.json``.
+
+    ``batches`` must hold ``len(ids)`` rows in all; ``extra`` keys are added to the manifest.
+    Arrays are filled through memory maps, so memory use is bounded by one batch.
+    """
+    shapes = array_shapes(len(ids), channels, size)
+    arrays = {
+        name: np.lib.format.open_memmap(folder / f"{name}.npy", mode="w+", dtype=dtype, shape=shapes[name])
+        for name, dtype in ARRAY_DTYPES.items()
+    }
+    row = 0
+    for batch in batches:
+        n = len(batch["label"])
+        for name, array in arrays.items():
+            array[row : row + n] = batch[name]
+        row += n
+    counts = np.bincount(arrays["label"], minlength=len(classes))
+    for array in arrays.values():
+        array.flush()
+    del arrays
+    atomic_write_json(
+        folder / MANIFEST,
+        {
+            "ids": list(ids),
+            "classes": list(classes),
+            "class_counts": {c: int(n) for c, n in zip(classes, counts, strict=True)},
+            "image_size": size,
+            "channels": channels,
+            "arrays": {
+                name: {
+                    "shape": list(shape),
+                    "dtype": ARRAY_DTYPES[name].name,
+                    "sha256": _sha256(folder / f"{name}.npy"),
+                }
+                for name, shape in shapes.items()
+            },
+            **extra,
+        },
+    )
+
+
+def open_arrays(folder: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Read ``folder/manifest.json`` and memory-map its arrays read-only: ``(manifest, {name: array})``.
+
+    A missing or malformed manifest, a missing array, or an array whose shape or dtype disagrees with the
+    manifest raises DataError naming the file.
+    """
+    folder = Path(folder)
+    path = folder / MANIFEST
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+        expected = array_shapes(len(meta["ids"]), meta["channels"], meta["image_size"])
+    except FileNotFoundError:
+        raise DataError(f"{path}: not found (run the stage that writes {folder.name}/ first)") from None
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise DataError(f"{path}: malformed array manifest ({exc!r})") from None
+    arrays = {}
+    for name, dtype in ARRAY_DTYPES.items():
+        file = folder / f"{name}.npy"
+        try:
+            array = np.load(file, mmap_mode="r")
+        except FileNotFoundError:
+            raise DataError(f"{file}: missing (listed in {path})") from None
+        except ValueError as exc:
+            raise DataError(f"{file}: not a readable .npy array ({exc})") from None
+        if array.shape != expected[name] or array.dtype != dtype:
+            raise DataError(
+                f"{file}: shape {array.shape} dtype {array.dtype}, "
+                f"but {path} implies {expected[name]} {dtype.name}"
+            )
+        arrays[name] = array
+    return meta, arrays
+
+
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()

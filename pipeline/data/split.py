@@ -1,0 +1,84 @@
+"""Split stage: stratified train/test split, then stratified k folds on the training part.
+
+``<out>/split.json``::
+
+    {"seed": int, "test_fraction": float, "k_folds": int,
+     "train": [id, ...], "test": [id, ...],
+     "folds": [{"train": [id, ...], "val": [id, ...]}, ...]}
+
+Every id list is sorted. Fold ``k``'s ``val`` lists partition ``train``; test ids appear in no fold.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from sklearn.model_selection import StratifiedKFold, train_test_split
+
+from pipeline.atomic import atomic_write_json
+from pipeline.config import Params
+from pipeline.data.manifest import read_manifest
+from pipeline.errors import DataError
+from pipeline.paths import MANIFEST, SPLIT_FILE
+
+
+def run(params: Params, ingested: Path, out_dir: Path) -> None:
+    """Split the records of ``ingested/manifest.json`` and write ``out_dir/split.json`` atomically."""
+    manifest = read_manifest(ingested)
+    source = Path(ingested) / MANIFEST
+    ids = [r.id for r in manifest.records]
+    labels = manifest.labels()
+    counts = {c: labels.count(c) for c in manifest.classes}
+    try:
+        train, test, train_labels, _ = train_test_split(
+            ids, labels, test_size=params.split.test_fraction, random_state=params.seed, stratify=labels
+        )
+    except ValueError as exc:
+        raise DataError(
+            f"{source}: cannot split class counts {counts} with split.test_fraction="
+            f"{params.split.test_fraction} ({exc})"
+        ) from None
+    k = params.split.k_folds
+    train_counts = Counter(train_labels)
+    short = {c: train_counts[c] for c in manifest.classes if train_counts[c] < k}
+    if short:
+        raise DataError(
+            f"{source}: training images per class {short} are fewer than split.k_folds={k} "
+            f"(class counts {counts}, split.test_fraction={params.split.test_fraction})"
+        )
+    folds = StratifiedKFold(n_splits=k, shuffle=True, random_state=params.seed)
+    atomic_write_json(
+        Path(out_dir) / SPLIT_FILE,
+        {
+            "seed": params.seed,
+            "test_fraction": params.split.test_fraction,
+            "k_folds": k,
+            "train": sorted(train),
+            "test": sorted(test),
+            "folds": [
+                {"train": sorted(train[i] for i in tr), "val": sorted(train[i] for i in va)}
+                for tr, va in folds.split(train, train_labels)
+            ],
+        },
+    )
+
+
+def read_split(folder: Path) -> dict[str, Any]:
+    """Read ``folder/split.json``; a missing or malformed file raises DataError naming it."""
+    path = Path(folder) / SPLIT_FILE
+    try:
+        split = json.loads(path.read_text(encoding="utf-8"))
+        for key in ("train", "test", "folds"):
+            if not isinstance(split[key], list):
+                raise TypeError(f"{key!r} is not a list")
+        for fold in split["folds"]:
+            if not (isinstance(fold["train"], list) and isinstance(fold["val"], list)):
+                raise TypeError("fold 'train'/'val' is not a list")
+    except FileNotFoundError:
+        raise DataError(f"{path}: split not found (run the split stage first)") from None
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise DataError(f"{path}: malformed split ({exc!r})") from None
+    return split

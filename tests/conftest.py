@@ -1,0 +1,40 @@
+"""Shared fixtures: a tiny parameter set and a tiny dataset built once by the real data stages."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import Params, deep_merge, parse_params
+
+TINY = {
+    "seed": 7,
+    "data": {
+        "synthetic": {"n_normal": 0, "n_benign": 14, "n_malignant": 10, "size": 64},
+        "image_size": 32,
+        "workers": 1,
+    },
+    "split": {"test_fraction": 0.25, "k_folds": 2},
+    "augment": {"copies_per_image": 1},
+    "train": {"epochs": 4, "batch_size": 8, "lr": 0.001, "plateau_patience": 1, "num_threads": 1},
+}
+
+
+def tiny_params(**overrides) -> Params:
+    """The tiny profile with nested ``overrides`` merged in (e.g. ``train={"epochs": 2}``)."""
+    return parse_params(deep_merge(TINY, overrides), "tiny params")
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> Path:
+    """A data root (``ingested/ split/ preprocessed/ augmented/``) for the tiny profile."""
+    from pipeline.data import augment, ingest, preprocess, split
+
+    root = tmp_path_factory.mktemp("tiny_data")
+    params = tiny_params()
+    ingest.run(params, out_dir=root / "ingested")
+    split.run(params, ingested=root / "ingested", out_dir=root / "split")
+    preprocess.run(params, ingested=root / "ingested", out_dir=root / "preprocessed")
+    augment.run(params, preprocessed=root / "preprocessed", split=root / "split", out_dir=root / "augmented")
+    return root

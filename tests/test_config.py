@@ -1,0 +1,46 @@
+"""params.yaml is validated once, and every mistake is reported with its key, value and what is allowed."""
+
+import pytest
+
+from pipeline.config import Params, load_params, parse_params
+from pipeline.errors import ConfigError
+
+
+def test_repository_params_file_is_valid():
+    params = load_params()
+    assert isinstance(params, Params)
+    assert params.data.image_size % 32 == 0
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ({"data": {"image_sise": 64}}, "data.image_sise = 64: unknown key"),
+        ({"data": {"image_size": 100}}, "data.image_size = 100: must be a multiple of 32"),
+        ({"split": {"k_folds": 1}}, "split.k_folds = 1: Input should be greater than or equal to 2"),
+        ({"train": {"epochs": "many"}}, "train.epochs = 'many'"),
+        ({"train": {"balancers": ["equal", "pcgrad"]}}, "train.balancers.1 = 'pcgrad'"),
+        ({"balancer": {"atdwa": {"gamma": -0.1}}}, "balancer.atdwa.gamma = -0.1"),
+        ({"balancer": {"atdwa": {"t0": 0}}}, "balancer.atdwa.t0 = 0: Input should be greater than 0"),
+        ({"balancer": {"atdwa": {"window": 1}}}, "balancer.atdwa.window = 1"),
+        ({"model": {"name": "vgg"}}, "model.name = 'vgg': Input should be 'ssc_resnet34' or 'attention_unet'"),
+        ({"tasks": [{"name": "lesion", "kind": "regression", "target": "mask"}]}, "tasks.0.kind = 'regression'"),
+        ({"tasks": [{"name": "d", "kind": "classification", "target": "mask"}]}, "kind 'classification' needs target 'label'"),
+        ({"train": {"folds": [0, 3]}, "split": {"k_folds": 2}}, "train.folds: [3] outside 0..1"),
+    ],
+)
+def test_bad_values_name_the_key_the_value_and_what_is_allowed(raw, expected):
+    with pytest.raises(ConfigError) as err:
+        parse_params(raw, "params.yaml")
+    assert str(err.value).startswith("params.yaml: ")
+    assert expected in str(err.value)
+
+
+def test_missing_params_file_is_named(tmp_path):
+    with pytest.raises(ConfigError, match="nope.yaml: file not found"):
+        load_params(tmp_path / "nope.yaml")
+
+
+def test_classes_are_kept_in_canonical_order():
+    assert parse_params({"data": {"classes": ["malignant", "normal", "benign"]}}).data.classes == (
+        "normal", "benign", "malignant")
