@@ -1,0 +1,290 @@
+"""The training loop for one (balancer, fold): plain and linear, distribution through ``Comm``.
+
+Batching. ``train.batch_size`` is the *global* batch of one optimiser step. Each step's batch is cut
+into ``world_size * grad_accum_steps`` equal chunks; rank ``r`` processes chunks
+``r * accum .. r * accum + accum - 1`` one after the other, scaling each chunk's loss by
+``1 / accum``; gradients are then averaged over ranks. Any (world size, accumulation) pair with the
+same product therefore computes the same update. Dropout is seeded per global chunk for the same
+reason, which also makes a resumed run bit-identical to an uninterrupted one on the CPU.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from pipeline.balancers import build_balancer
+from pipeline.balancers.base import Balancer
+from pipeline.config import Params
+from pipeline.data.folds import ArraySet, FoldData
+from pipeline.errors import ConfigError, DataError
+from pipeline.evaluate.metrics import TaskMetrics
+from pipeline.models import build_model
+from pipeline.models.base import MultiTaskModel
+from pipeline.tasks import Task
+from pipeline.train.checkpoint import CheckpointStore
+from pipeline.train.comm import Comm, LocalComm
+from pipeline.train.early_stopping import EarlyStopping
+from pipeline.train.efficiency import PeakMemory, StepTimer
+
+EpochCallback = Callable[[dict[str, Any]], None]
+
+
+@dataclass
+class FoldResult:
+    """What a finished (or early-stopped) run of one fold leaves behind.
+
+    ``history``: one record per epoch (see :meth:`Trainer._epoch_record`); ``val_metrics``: the
+    validation metrics ``{task: {metric: value}}`` of the best epoch; ``efficiency``: peak memory
+    (MiB), median/longest step time (ms) and longest epoch time (s).
+    """
+
+    history: list[dict[str, Any]]
+    best_epoch: int
+    best_val_loss: float
+    val_metrics: dict[str, dict[str, float]]
+    efficiency: dict[str, float] = field(default_factory=dict)
+
+
+def select_device(preference: str) -> torch.device:
+    """``auto`` picks CUDA when present, else the CPU."""
+    if preference == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("train.device = 'cuda' but no CUDA device is visible; use 'auto' or 'cpu'")
+    if preference == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(preference)
+
+
+def to_tensors(arrays: dict[str, np.ndarray], device: torch.device) -> dict[str, torch.Tensor]:
+    """uint8 images ``(B, C, H, W)`` → float32 in [-1, 1]; masks ``(B, H, W)`` and labels ``(B,)`` as int64."""
+    out = {k: torch.from_numpy(np.ascontiguousarray(v)).to(device, non_blocking=True) for k, v in arrays.items()}
+    out["image"] = out["image"].float().div_(127.5).sub_(1.0)
+    out["mask"] = out["mask"].long()
+    return out
+
+
+def task_losses(tasks: tuple[Task, ...], loss_fns: list[torch.nn.Module], outputs, batch) -> torch.Tensor:
+    """Unweighted per-task losses ``(K,)`` for one chunk."""
+    return torch.stack([fn(outputs[t.name], batch[t.target]) for t, fn in zip(tasks, loss_fns)])
+
+
+def forward_backward(
+    model: MultiTaskModel,
+    balancer: Balancer,
+    tasks: tuple[Task, ...],
+    loss_fns: list[torch.nn.Module],
+    batch: dict[str, torch.Tensor],
+    scale: float = 1.0,
+) -> torch.Tensor:
+    """Forward one chunk and let the balancer accumulate ``scale``-weighted gradients; returns losses ``(K,)``."""
+    features = model.encode(batch["image"])
+    head_inputs = balancer.head_inputs(features)
+    outputs = model.decode(head_inputs)
+    losses = task_losses(tasks, loss_fns, outputs, batch)
+    balancer.backward(losses, model, features, head_inputs, scale)
+    return losses.detach()
+
+
+class Trainer:
+    """Trains one model with one balancer on one fold; resumable from a :class:`CheckpointStore`."""
+
+    def __init__(
+        self,
+        params: Params,
+        tasks: tuple[Task, ...],
+        balancer_name: str,
+        data: FoldData,
+        fold: int,
+        comm: Comm | None = None,
+        device: torch.device | None = None,
+    ):
+        self.params, self.tasks, self.data, self.fold = params, tasks, data, fold
+        self.comm = comm or LocalComm()
+        self.device = device or select_device(params.train.device)
+        cfg = params.train
+        chunks = self.comm.world_size * cfg.grad_accum_steps
+        if cfg.batch_size % chunks:
+            raise ConfigError(
+                f"train.batch_size = {cfg.batch_size} must be divisible by workers × grad_accum_steps = {chunks}"
+            )
+        if len(data.train) < cfg.batch_size:
+            raise DataError(f"fold {fold}: {len(data.train)} training samples < train.batch_size = {cfg.batch_size}")
+        self.chunk = cfg.batch_size // chunks
+        if cfg.num_threads:
+            torch.set_num_threads(cfg.num_threads)
+
+        torch.manual_seed(params.seed)  # identical initial weights on every rank
+        self.model = build_model(params, tasks).to(self.device)
+        self.balancer = build_balancer(balancer_name, [t.name for t in tasks], params)
+        self.loss_fns = [t.loss_fn() for t in tasks]
+        trainable = list(self.model.parameters()) + self.balancer.parameters()
+        self.optimizer = torch.optim.Adam(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            self.optimizer, mode="min", factor=cfg.plateau_factor, patience=cfg.plateau_patience
+        )
+        self.stopper = EarlyStopping(cfg.early_stopping_patience)
+        self.history: list[dict[str, Any]] = []
+        self.best_val_metrics: dict[str, dict[str, float]] = {}
+        self.best_model: dict[str, torch.Tensor] = {}
+        self.start_epoch = 0
+        self.timer = StepTimer(self.device)
+        self.memory = PeakMemory(self.device)
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "epoch": self.start_epoch,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "balancer": self.balancer.state_dict(),
+            "early_stopping": self.stopper.state_dict(),
+            "history": self.history,
+            "best_val_metrics": self.best_val_metrics,
+            "best_model": self.best_model,
+            "torch_rng": torch.get_rng_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.start_epoch = state["epoch"]
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.balancer.load_state_dict(state["balancer"])
+        self.stopper.load_state_dict(state["early_stopping"])
+        self.history = list(state["history"])
+        self.best_val_metrics = state["best_val_metrics"]
+        self.best_model = state["best_model"]
+        torch.set_rng_state(state["torch_rng"])
+
+    # ------------------------------------------------------------------ loop
+    def fit(
+        self,
+        store: CheckpointStore | None = None,
+        on_epoch: EpochCallback | None = None,
+        stop_after_epochs: int | None = None,
+    ) -> FoldResult:
+        """Train until ``train.epochs`` or early stopping, resuming from ``store`` if it holds a checkpoint.
+
+        ``stop_after_epochs`` ends this call early (as an interruption would), leaving a resumable
+        checkpoint. ``on_epoch`` receives each epoch's record on every rank.
+        """
+        if store is not None and (state := store.load()):
+            self.load_state_dict(state)
+        epochs = self.params.train.epochs
+        last = epochs if stop_after_epochs is None else min(epochs, stop_after_epochs)
+        for epoch in range(self.start_epoch, last):
+            if self.stopper.should_stop:
+                break
+            record = self._run_epoch(epoch)
+            self.start_epoch = epoch + 1
+            if store is not None:
+                store.save(self.state_dict(), {"model": self.best_model, "epoch": self.stopper.best_epoch}, record)
+            if on_epoch is not None:
+                on_epoch(record)
+        return FoldResult(
+            history=self.history,
+            best_epoch=self.stopper.best_epoch,
+            best_val_loss=self.stopper.best,
+            val_metrics=self.best_val_metrics,
+            efficiency={**self.timer.summary(), **self.memory.summary()},
+        )
+
+    def _run_epoch(self, epoch: int) -> dict[str, Any]:
+        weights, temperature = self.balancer.weights().tolist(), self.balancer.temperature()
+        started = time.perf_counter()
+        train_losses = self._train_epoch(epoch)
+        self.balancer.end_epoch(train_losses.double().cpu())
+        val_losses, val_metrics = self.evaluate(self.data.val)
+        self.timer.end_epoch(time.perf_counter() - started)
+        val_mean = float(val_losses.mean())
+        self.scheduler.step(val_mean)
+        best = self.stopper.update(val_mean, epoch)
+        if best:
+            self.best_val_metrics = val_metrics
+            self.best_model = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        record = {
+            "epoch": epoch,
+            "fold": self.fold,
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "temperature": temperature,
+            "val_loss_mean": val_mean,
+            "best": best,
+            **{f"weight/{t.name}": w for t, w in zip(self.tasks, weights)},
+            **{f"train_loss/{t.name}": float(v) for t, v in zip(self.tasks, train_losses)},
+            **{f"val_loss/{t.name}": float(v) for t, v in zip(self.tasks, val_losses)},
+            **{f"val/{task}/{name}": v for task, m in val_metrics.items() for name, v in m.items()},
+        }
+        self.history.append(record)
+        return record
+
+    def _train_epoch(self, epoch: int) -> torch.Tensor:
+        """One pass over the fold's training data; returns the mean unweighted losses ``(K,)``, all ranks."""
+        cfg, comm = self.params.train, self.comm
+        self.model.train()
+        order = np.random.default_rng([self.params.seed, self.fold, epoch]).permutation(len(self.data.train))
+        steps = len(order) // cfg.batch_size
+        loss_sum = torch.zeros(len(self.tasks), device=self.device)
+        trainable = [p for g in self.optimizer.param_groups for p in g["params"]]
+        for step in range(steps):
+            self.timer.start_step()
+            batch = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
+            for micro in range(cfg.grad_accum_steps):
+                chunk_id = comm.rank * cfg.grad_accum_steps + micro
+                rows = np.sort(batch[chunk_id * self.chunk : (chunk_id + 1) * self.chunk])
+                torch.manual_seed(_chunk_seed(self.params.seed, self.fold, epoch, step, chunk_id))
+                loss_sum += self._backward_chunk(self.data.train, rows, 1.0 / cfg.grad_accum_steps)
+            _average_gradients(trainable, comm)
+            self.balancer.step(comm)
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.timer.end_step()
+        return comm.all_reduce_mean(loss_sum / (steps * cfg.grad_accum_steps))
+
+    def _backward_chunk(self, source: ArraySet, rows: np.ndarray, scale: float) -> torch.Tensor:
+        batch = to_tensors(source.read(rows), self.device)
+        return forward_backward(self.model, self.balancer, self.tasks, self.loss_fns, batch, scale)
+
+    @torch.no_grad()
+    def evaluate(self, source: ArraySet) -> tuple[torch.Tensor, dict[str, dict[str, float]]]:
+        """Mean per-task losses ``(K,)`` (per-sample weighted) and metrics ``{task: {metric: value}}`` on ``source``."""
+        self.model.eval()
+        metrics = [TaskMetrics(t) for t in self.tasks]
+        loss_sum = torch.zeros(len(self.tasks), device=self.device)
+        size = self.params.train.batch_size
+        for start in range(0, len(source), size):
+            rows = np.arange(start, min(start + size, len(source)))
+            batch = to_tensors(source.read(rows), self.device)
+            outputs = self.model(batch["image"])
+            loss_sum += task_losses(self.tasks, self.loss_fns, outputs, batch) * len(rows)
+            for t, m in zip(self.tasks, metrics):
+                m.update(outputs[t.name], batch[t.target])
+        return (loss_sum / len(source)).cpu(), {t.name: m.compute() for t, m in zip(self.tasks, metrics)}
+
+
+def _chunk_seed(seed: int, fold: int, epoch: int, step: int, chunk: int) -> int:
+    """A seed for one global chunk's dropout masks, independent of which rank computes it."""
+    return int(np.random.SeedSequence([seed, fold, epoch, step, chunk]).generate_state(1)[0])
+
+
+def _average_gradients(parameters: list[torch.nn.Parameter], comm: Comm) -> None:
+    """Average ``.grad`` over ranks with one flat all-reduce (every rank then holds identical gradients).
+
+    This replaces DDP's bucketed reducer so that balancers that run several partial backward passes
+    (GradNorm) never interact with DDP's autograd hooks (pytorch/pytorch#47260).
+    """
+    if comm.world_size == 1:
+        return
+    with_grad = [p for p in parameters if p.grad is not None]
+    flat = torch.cat([p.grad.reshape(-1) for p in with_grad])
+    flat = comm.all_reduce_mean(flat)
+    offset = 0
+    for p in with_grad:
+        n = p.grad.numel()
+        p.grad.copy_(flat[offset : offset + n].view_as(p.grad))
+        offset += n
