@@ -103,9 +103,20 @@ class TaskParams(_Strict):
 class ModelParams(_Strict):
     name: Literal["ssc_resnet34", "attention_unet"] = "ssc_resnet34"
     dropout: float = Field(0.3, ge=0.0, lt=1.0)
+    width: int = Field(
+        64, ge=8, le=256, multiple_of=4,
+        description="base width of ssc_resnet34 (64 = standard ResNet-34; smaller for CPU runs)",
+    )
     pretrained_encoder: str | None = Field(
         None, description="torchvision-format ResNet-34 state_dict (local path or URI)"
     )
+
+
+    @model_validator(mode="after")
+    def _pretrained_needs_standard_width(self) -> ModelParams:
+        if self.pretrained_encoder is not None and self.width != 64:
+            raise ValueError(f"pretrained_encoder needs model.width = 64 (ResNet-34 weights), got {self.width}")
+        return self
 
 
 class DWAParams(_Strict):

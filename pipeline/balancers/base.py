@@ -3,11 +3,13 @@
 K tasks. The training loop calls, in this order::
 
     head_inputs = balancer.head_inputs(features)           # once per micro-batch
-    outputs = model.decode(head_inputs); losses = ...       # losses: (K,) unweighted, this micro-batch
+    outputs = model.decode(head_inputs); losses = [...]     # K unweighted scalar losses, this micro-batch
     balancer.backward(losses, model, features, head_inputs, scale)   # accumulates .grad
     balancer.step(comm)                                     # once per optimiser step, before optimiser.step()
     balancer.end_epoch(epoch_losses)                        # (K,) mean train losses of the epoch, all ranks
 
+``backward`` takes the K losses as separate scalar tensors in ``task_names`` order, not stacked:
+a stacked tensor joins the heads' graphs, so a per-task gradient would run every head's backward.
 ``weights()`` are the weights applied during the current epoch/step. All state that influences
 future weights is in ``state_dict()`` so that a resumed run continues identically.
 """
@@ -21,6 +23,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from pipeline.config import BalancerParams
 from pipeline.models.base import MultiTaskModel
 from pipeline.train.comm import Comm
 
@@ -31,6 +34,11 @@ class Balancer(ABC):
     def __init__(self, task_names: Sequence[str]):
         self.task_names = tuple(task_names)
         self.num_tasks = len(self.task_names)
+
+    @classmethod
+    def from_params(cls, task_names: Sequence[str], params: BalancerParams) -> Balancer:
+        """Build from ``params.balancer``; balancers with settings read their own section."""
+        return cls(task_names)
 
     def weights(self) -> torch.Tensor:
         """Current task weights ``(K,)``, float64 on CPU, detached (for logging and ``combine``)."""
@@ -54,14 +62,14 @@ class Balancer(ABC):
 
     def backward(
         self,
-        losses: torch.Tensor,
+        losses: Sequence[torch.Tensor],
         model: MultiTaskModel,
         features: list[torch.Tensor],
         head_inputs: list[torch.Tensor],
         scale: float = 1.0,
     ) -> None:
         """Accumulate ``scale * d combine(losses) / d params`` into ``.grad`` of model and balancer."""
-        (self.combine(losses) * scale).backward()
+        (self.combine(torch.stack(tuple(losses))) * scale).backward()
 
     def step(self, comm: Comm) -> None:
         """Called once per optimiser step, after all micro-batch backward calls."""

@@ -10,6 +10,7 @@ reason, which also makes a resumed run bit-identical to an uninterrupted one on 
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,9 +69,9 @@ def to_tensors(arrays: dict[str, np.ndarray], device: torch.device) -> dict[str,
     return out
 
 
-def task_losses(tasks: tuple[Task, ...], loss_fns: list[torch.nn.Module], outputs, batch) -> torch.Tensor:
-    """Unweighted per-task losses ``(K,)`` for one chunk."""
-    return torch.stack([fn(outputs[t.name], batch[t.target]) for t, fn in zip(tasks, loss_fns)])
+def task_losses(tasks: tuple[Task, ...], loss_fns: list[torch.nn.Module], outputs, batch) -> list[torch.Tensor]:
+    """Unweighted per-task scalar losses for one chunk, in task order (kept apart: see Balancer.backward)."""
+    return [fn(outputs[t.name], batch[t.target]) for t, fn in zip(tasks, loss_fns)]
 
 
 def forward_backward(
@@ -87,7 +88,7 @@ def forward_backward(
     outputs = model.decode(head_inputs)
     losses = task_losses(tasks, loss_fns, outputs, batch)
     balancer.backward(losses, model, features, head_inputs, scale)
-    return losses.detach()
+    return torch.stack(losses).detach()
 
 
 class Trainer:
@@ -136,8 +137,17 @@ class Trainer:
         self.memory = PeakMemory(self.device)
 
     # ------------------------------------------------------------------ state
+    @property
+    def fingerprint(self) -> str:
+        """Identifies what a checkpoint was trained on: all params, the balancer, the fold and its samples."""
+        h = hashlib.sha256(self.params.model_dump_json().encode())
+        for part in (self.balancer.name, str(self.fold), *self.data.train.ids, "|", *self.data.val.ids):
+            h.update(part.encode() + b"\0")
+        return h.hexdigest()
+
     def state_dict(self) -> dict[str, Any]:
         return {
+            "fingerprint": self.fingerprint,
             "epoch": self.start_epoch,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -175,7 +185,10 @@ class Trainer:
         checkpoint. ``on_epoch`` receives each epoch's record on every rank.
         """
         if store is not None and (state := store.load()):
-            self.load_state_dict(state)
+            if state.get("fingerprint") == self.fingerprint:
+                self.load_state_dict(state)
+            elif self.comm.rank == 0:
+                print(f"fold {self.fold}: ignoring a checkpoint of other params or data; training from scratch")
         epochs = self.params.train.epochs
         last = epochs if stop_after_epochs is None else min(epochs, stop_after_epochs)
         for epoch in range(self.start_epoch, last):
@@ -261,7 +274,7 @@ class Trainer:
             rows = np.arange(start, min(start + size, len(source)))
             batch = to_tensors(source.read(rows), self.device)
             outputs = self.model(batch["image"])
-            loss_sum += task_losses(self.tasks, self.loss_fns, outputs, batch) * len(rows)
+            loss_sum += torch.stack(task_losses(self.tasks, self.loss_fns, outputs, batch)) * len(rows)
             for t, m in zip(self.tasks, metrics):
                 m.update(outputs[t.name], batch[t.target])
         return (loss_sum / len(source)).cpu(), {t.name: m.compute() for t, m in zip(self.tasks, metrics)}

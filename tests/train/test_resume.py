@@ -40,3 +40,10 @@ def test_checkpoint_holds_every_piece_of_state(tiny_data, tmp_path):
     state = torch.load(tmp_path / "last.pt", weights_only=True)
     assert {"model", "optimizer", "scheduler", "balancer", "early_stopping", "torch_rng", "epoch"} <= set(state)
     assert state["epoch"] == 1
+
+
+def test_a_checkpoint_of_other_params_is_not_resumed(tiny_data, tmp_path):
+    _trainer(tiny_params(train={"epochs": 1}), "equal", tiny_data).fit(DirectoryStore(tmp_path))
+    wider = _trainer(tiny_params(train={"epochs": 1}, model={"width": 32}), "equal", tiny_data)
+    result = wider.fit(DirectoryStore(tmp_path))  # would fail on mismatched shapes if it resumed
+    assert len(result.history) == 1 and result.history[0]["epoch"] == 0
