@@ -19,6 +19,7 @@ run: $(STAMP)
 	$(if $(PROFILE),$(BIN)/python -m pipeline apply-profile $(PROFILE))
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc metrics show
+	$(BIN)/python -m pipeline compare --strict
 
 test: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q

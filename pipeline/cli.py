@@ -50,6 +50,10 @@ def _bench_balancers(params, args) -> None:
     )
 
 
+def _compare(params, args) -> None:
+    importlib.import_module("pipeline.evaluate.compare").run(params, metrics_dir=args.metrics, strict=args.strict)
+
+
 def _apply_profile(params, args) -> None:
     importlib.import_module("pipeline.profiles").apply(args.profile, args.params)
 
@@ -91,6 +95,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=12, help="measured steps per balancer (after warm-up)")
     p.add_argument("--image-size", type=int, default=128)
     p.add_argument("--batch-size", type=int, default=16)
+
+    p = add("compare", _compare, "test metrics of every balancer against trivial predictors")
+    p.add_argument("--metrics", type=Path, default=paths.METRICS)
+    p.add_argument("--strict", action="store_true", help="exit non-zero if a balancer does not beat them")
 
     p = add("apply-profile", _apply_profile, "merge a named profile (e.g. 'paper') into the params file")
     p.add_argument("profile")

@@ -7,6 +7,7 @@ naming the file, the dotted key, the value given and what is allowed.
 from __future__ import annotations
 
 import copy
+import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -162,6 +163,29 @@ class TrainParams(_Strict):
         return v
 
 
+class RayParams(_Strict):
+    """Where and how wide the Ray Train jobs run."""
+
+    address: str | None = Field(None, description="Ray cluster address; null = $RAY_ADDRESS, else a local Ray")
+    num_workers: int = Field(1, ge=1, le=1024, description="Ray Train workers (DDP ranks) per training job")
+    cpus_per_worker: int = Field(1, ge=1)
+    use_gpu: Literal["auto", "yes", "no"] = "auto"
+    max_failures: int = Field(2, ge=-1, description="worker failures tolerated per job (-1 = unlimited)")
+    storage_path: str = Field("ray_results", description="Ray Train storage (local folder or s3://)")
+    sync_batchnorm: bool = Field(False, description="SyncBatchNorm across GPU workers (CUDA only)")
+
+
+class TrackingParams(_Strict):
+    """MLflow tracking."""
+
+    uri: str | None = Field(
+        None, description="tracking URI; null = $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db"
+    )
+    experiment: str = Field("mtl-pipeline", min_length=1)
+    log_models: bool = True
+    system_metrics: bool = True
+
+
 DEFAULT_TASKS = (
     TaskParams(name="lesion", kind="binary_segmentation", target="mask"),
     TaskParams(name="diagnosis", kind="classification", target="label"),
@@ -179,6 +203,8 @@ class Params(_Strict):
     model: ModelParams = ModelParams()
     balancer: BalancerParams = BalancerParams()
     train: TrainParams = TrainParams()
+    ray: RayParams = RayParams()
+    tracking: TrackingParams = TrackingParams()
 
     @model_validator(mode="after")
     def _check_tasks(self) -> Params:
@@ -203,6 +229,31 @@ class Params(_Strict):
     def folds(self) -> tuple[int, ...]:
         """The folds the train stage trains."""
         return self.train.folds if self.train.folds is not None else tuple(range(self.split.k_folds))
+
+
+SECRET_VARIABLES = (
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "MLFLOW_TRACKING_PASSWORD",
+    "MLFLOW_TRACKING_TOKEN",
+    "RAY_AUTH_TOKEN",
+)
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+
+
+def tracking_uri(params: Params) -> str:
+    """``tracking.uri``, else ``$MLFLOW_TRACKING_URI``, else a local ``sqlite:///mlflow.db``."""
+    return params.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
+def ray_address(params: Params) -> str | None:
+    """``ray.address``, else ``$RAY_ADDRESS``, else None (start a local Ray)."""
+    return params.ray.address or os.environ.get("RAY_ADDRESS") or None
+
+
+def secret_values() -> tuple[str, ...]:
+    """Values of credential variables in the environment, which must never be logged anywhere."""
+    return tuple(v for name in SECRET_VARIABLES if (v := os.environ.get(name)))
 
 
 def _format_errors(source: str, exc: ValidationError) -> str:

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from monai.losses import DiceCELoss
 from torch import nn
 
 from pipeline.config import Params, TaskParams
+from pipeline.errors import DataError
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,21 @@ class Task:
     @property
     def is_segmentation(self) -> bool:
         return self.kind != "classification"
+
+    def check_targets(self, values: np.ndarray, where: str) -> None:
+        """Raise DataError if target ``values`` (any shape, integer) do not fit this task's kind.
+
+        binary_segmentation: masks in {0, 1}; multiclass_segmentation and classification: class
+        indices in ``0 .. out_channels - 1``.
+        """
+        allowed = 2 if self.kind == "binary_segmentation" else self.out_channels
+        present = np.unique(values)
+        bad = present[(present < 0) | (present >= allowed)]
+        if bad.size:
+            raise DataError(
+                f"{where}: task {self.name!r} ({self.kind}) needs {self.target} values in 0..{allowed - 1}, "
+                f"found {bad[:10].tolist()}"
+            )
 
     def loss_fn(self) -> nn.Module:
         """Unweighted loss ``(prediction, target) -> scalar``.

@@ -56,14 +56,15 @@ class ArraySet:
     def __len__(self) -> int:
         return len(self.ids)
 
-    def read(self, indices: Sequence[int] | np.ndarray) -> dict[str, np.ndarray]:
+    def read(self, indices: Sequence[int] | np.ndarray, names: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         """Rows ``indices`` (any order, repeats allowed) as ``{"image": (B, C, S, S) uint8,
-        "mask": (B, S, S) uint8, "label": (B,) int64}`` in the order given."""
+        "mask": (B, S, S) uint8, "label": (B,) int64}`` in the order given; ``names`` picks arrays."""
         idx = np.asarray(indices, dtype=np.int64).reshape(-1)
         if idx.size and (idx.min() < 0 or idx.max() >= len(self)):
             raise IndexError(f"indices must lie in 0..{len(self) - 1}, got {idx.min()}..{idx.max()}")
         first = self._parts[0].arrays
-        out = {name: np.empty((idx.size, *a.shape[1:]), a.dtype) for name, a in first.items()}
+        wanted = tuple(first) if names is None else tuple(names)
+        out = {name: np.empty((idx.size, *first[name].shape[1:]), first[name].dtype) for name in wanted}
         part_of = np.searchsorted(self._starts, idx, side="right") - 1
         for p, part in enumerate(self._parts):
             where = np.flatnonzero(part_of == p)
@@ -71,8 +72,8 @@ class ArraySet:
                 continue
             rows = part.rows[idx[where] - self._starts[p]]
             order = np.argsort(rows, kind="stable")
-            for name, array in part.arrays.items():
-                out[name][where[order]] = array[rows[order]]
+            for name in wanted:
+                out[name][where[order]] = part.arrays[name][rows[order]]
         return out
 
 

@@ -65,6 +65,14 @@ class StepTimer:
             "epoch_time_max_s": max(self.epoch_seconds) if self.epoch_seconds else math.nan,
         }
 
+    def state_dict(self) -> dict[str, list[float]]:
+        """The recorded times, so that a resumed run reports figures over all its epochs."""
+        return {"step_seconds": list(self.step_seconds), "epoch_seconds": list(self.epoch_seconds)}
+
+    def load_state_dict(self, state: dict[str, list[float]]) -> None:
+        self.step_seconds = list(state["step_seconds"])
+        self.epoch_seconds = list(state["epoch_seconds"])
+
     def _synchronize(self) -> None:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)

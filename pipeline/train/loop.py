@@ -74,6 +74,15 @@ def task_losses(tasks: tuple[Task, ...], loss_fns: list[torch.nn.Module], output
     return [fn(outputs[t.name], batch[t.target]) for t, fn in zip(tasks, loss_fns)]
 
 
+def check_targets(tasks: tuple[Task, ...], source: ArraySet, where: str, chunk: int = 512) -> None:
+    """Check, before any training, that every task's target arrays in ``source`` fit its kind."""
+    names = sorted({t.target for t in tasks})
+    for start in range(0, len(source), chunk):
+        arrays = source.read(np.arange(start, min(start + chunk, len(source))), names)
+        for t in tasks:
+            t.check_targets(arrays[t.target], where)
+
+
 def forward_backward(
     model: MultiTaskModel,
     balancer: Balancer,
@@ -103,8 +112,10 @@ class Trainer:
         fold: int,
         comm: Comm | None = None,
         device: torch.device | None = None,
+        check_rank_consistency: bool = False,
     ):
         self.params, self.tasks, self.data, self.fold = params, tasks, data, fold
+        self.check_rank_consistency = check_rank_consistency
         self.comm = comm or LocalComm()
         self.device = device or select_device(params.train.device)
         cfg = params.train
@@ -116,6 +127,8 @@ class Trainer:
         if len(data.train) < cfg.batch_size:
             raise DataError(f"fold {fold}: {len(data.train)} training samples < train.batch_size = {cfg.batch_size}")
         self.chunk = cfg.batch_size // chunks
+        for name, source in (("train", data.train), ("val", data.val)):
+            check_targets(tasks, source, f"fold {fold} {name} data")
         if cfg.num_threads:
             torch.set_num_threads(cfg.num_threads)
 
@@ -158,6 +171,7 @@ class Trainer:
             "best_val_metrics": self.best_val_metrics,
             "best_model": self.best_model,
             "torch_rng": torch.get_rng_state(),
+            "timer": self.timer.state_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -171,6 +185,7 @@ class Trainer:
         self.best_val_metrics = state["best_val_metrics"]
         self.best_model = state["best_model"]
         torch.set_rng_state(state["torch_rng"])
+        self.timer.load_state_dict(state["timer"])
 
     # ------------------------------------------------------------------ loop
     def fit(
@@ -257,11 +272,26 @@ class Trainer:
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
             self.timer.end_step()
+            if self.check_rank_consistency:
+                self._assert_ranks_agree(epoch, step)
+        _average_buffers(self.model, comm)
         return comm.all_reduce_mean(loss_sum / (steps * cfg.grad_accum_steps))
 
     def _backward_chunk(self, source: ArraySet, rows: np.ndarray, scale: float) -> torch.Tensor:
         batch = to_tensors(source.read(rows), self.device)
         return forward_backward(self.model, self.balancer, self.tasks, self.loss_fns, batch, scale)
+
+    def _assert_ranks_agree(self, epoch: int, step: int) -> None:
+        """Raise if any rank's balancer weights or model parameters differ from the others' (debug aid)."""
+        mine = torch.cat([
+            self.balancer.weights().to(self.device, torch.float64),
+            torch.stack([p.detach().double().sum() for p in self.model.parameters()]),
+        ])
+        mean = self.comm.all_reduce_mean(mine.clone())
+        if not torch.allclose(mine, mean, rtol=1e-9, atol=0.0):
+            raise RuntimeError(
+                f"rank {self.comm.rank} diverged from the other ranks at epoch {epoch}, step {step}"
+            )
 
     @torch.no_grad()
     def evaluate(self, source: ArraySet) -> tuple[torch.Tensor, dict[str, dict[str, float]]]:
@@ -283,6 +313,16 @@ class Trainer:
 def _chunk_seed(seed: int, fold: int, epoch: int, step: int, chunk: int) -> int:
     """A seed for one global chunk's dropout masks, independent of which rank computes it."""
     return int(np.random.SeedSequence([seed, fold, epoch, step, chunk]).generate_state(1)[0])
+
+
+def _average_buffers(model: torch.nn.Module, comm: Comm) -> None:
+    """Average floating-point buffers (BatchNorm running statistics) over ranks, so that every rank
+    evaluates the same model and takes the same scheduler and early-stopping decisions."""
+    if comm.world_size == 1:
+        return
+    for buffer in model.buffers():
+        if buffer.is_floating_point():
+            buffer.copy_(comm.all_reduce_mean(buffer.clone()))
 
 
 def _average_gradients(parameters: list[torch.nn.Parameter], comm: Comm) -> None:

@@ -1,0 +1,34 @@
+"""`compare --strict` passes only when every balancer beats every trivial predictor on every task."""
+
+import json
+
+import pytest
+
+from pipeline.errors import PipelineError
+from pipeline.evaluate.compare import run, verdicts
+from tests.conftest import tiny_params
+
+
+def _write(folder, balancer, dice, accuracy):
+    doc = {
+        "mean": {"test": {"lesion": {"dice": dice}, "diagnosis": {"accuracy": accuracy}}},
+        "baseline": {"test": {"lesion": {"all_background": {"dice": 0.0}, "all_foreground": {"dice": 0.2}},
+                              "diagnosis": {"majority_class": {"accuracy": 0.6}}}},
+    }
+    (folder / balancer).mkdir(parents=True)
+    (folder / balancer / "metrics.json").write_text(json.dumps(doc))
+
+
+def test_a_balancer_at_the_majority_accuracy_does_not_beat_the_baselines(tmp_path):
+    params = tiny_params(train={"balancers": ["equal", "dwa"]})
+    _write(tmp_path, "equal", dice=0.8, accuracy=0.7)
+    _write(tmp_path, "dwa", dice=0.8, accuracy=0.6)
+    assert [r["beats"] for r in verdicts(params, tmp_path)] == [True, False]
+    with pytest.raises(PipelineError, match=r"\['dwa'\] do not beat"):
+        run(params, tmp_path, strict=True)
+    run(params, tmp_path, strict=False)  # report only
+
+
+def test_missing_metrics_name_the_file(tmp_path):
+    with pytest.raises(PipelineError, match=r"equal/metrics.json: not found"):
+        verdicts(tiny_params(train={"balancers": ["equal"]}), tmp_path)
