@@ -4,6 +4,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PROFILE ?=
+# This pipeline runs offline on clusters: no usage telemetry from MLflow, Ray or albumentations.
+export MLFLOW_DISABLE_TELEMETRY := true
+export RAY_USAGE_STATS_ENABLED := 0
+export NO_ALBUMENTATIONS_UPDATE := 1
 
 .PHONY: run test bench clean-venv
 

@@ -132,7 +132,9 @@ class ATDWAParams(_Strict):
 
 class GradNormParams(_Strict):
     alpha: float = Field(1.5, ge=0.0)
-    lr: float = Field(0.025, gt=0.0, description="learning rate of the task-weight optimiser")
+    lr: float | None = Field(
+        None, gt=0.0, description="learning rate of the task-weight Adam; null = train.lr (as LibMTL)"
+    )
 
 
 class BalancerParams(_Strict):

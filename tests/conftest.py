@@ -26,15 +26,18 @@ def tiny_params(**overrides) -> Params:
     return parse_params(deep_merge(TINY, overrides), "tiny params")
 
 
-@pytest.fixture(scope="session")
-def tiny_data(tmp_path_factory) -> Path:
-    """A data root (``ingested/ split/ preprocessed/ augmented/``) for the tiny profile."""
+def build_data(params: Params, root: Path) -> Path:
+    """Run the data stages for ``params`` into ``root`` (``ingested/ split/ preprocessed/ augmented/``)."""
     from pipeline.data import augment, ingest, preprocess, split
 
-    root = tmp_path_factory.mktemp("tiny_data")
-    params = tiny_params()
     ingest.run(params, out_dir=root / "ingested")
     split.run(params, ingested=root / "ingested", out_dir=root / "split")
     preprocess.run(params, ingested=root / "ingested", out_dir=root / "preprocessed")
     augment.run(params, preprocessed=root / "preprocessed", split=root / "split", out_dir=root / "augmented")
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> Path:
+    """A data root for the tiny profile."""
+    return build_data(tiny_params(), tmp_path_factory.mktemp("tiny_data"))

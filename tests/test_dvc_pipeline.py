@@ -46,3 +46,4 @@ def test_repro_is_incremental(tmp_path):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     assert _ran(_dvc(tmp_path, "repro")) == {"augment", "train@equal"}
     assert (tmp_path / "metrics" / "equal" / "metrics.json").is_file()
+    assert (tmp_path / "metrics" / "equal" / "folds.json").is_file()

@@ -26,7 +26,7 @@ def build_balancer(name: str, task_names: Sequence[str], params: Params) -> Bala
         raise ConfigError(
             f"train.balancers: unknown balancer {name!r}; expected one of {sorted(BALANCER_CLASSES)}"
         )
-    return cls.from_params(task_names, params.balancer)
+    return cls.from_params(task_names, params)
 
 
 __all__ = [

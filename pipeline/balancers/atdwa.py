@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 
 from pipeline.balancers.dwa import DWABalancer
-from pipeline.config import BalancerParams
+from pipeline.config import Params
 
 
 def atdwa_temperature(history: torch.Tensor, t0: float, gamma: float, window: int) -> float:
@@ -45,8 +45,8 @@ class ATDWABalancer(DWABalancer):
         self.window = window
 
     @classmethod
-    def from_params(cls, task_names: Sequence[str], params: BalancerParams) -> ATDWABalancer:
-        p = params.atdwa
+    def from_params(cls, task_names: Sequence[str], params: Params) -> ATDWABalancer:
+        p = params.balancer.atdwa
         return cls(task_names, t0=p.t0, gamma=p.gamma, window=p.window)
 
     def temperature(self) -> float:

@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from pipeline.config import BalancerParams
+from pipeline.config import Params
 from pipeline.models.base import MultiTaskModel
 from pipeline.train.comm import Comm
 
@@ -36,8 +36,8 @@ class Balancer(ABC):
         self.num_tasks = len(self.task_names)
 
     @classmethod
-    def from_params(cls, task_names: Sequence[str], params: BalancerParams) -> Balancer:
-        """Build from ``params.balancer``; balancers with settings read their own section."""
+    def from_params(cls, task_names: Sequence[str], params: Params) -> Balancer:
+        """Build from the validated params; balancers with settings read their own ``params.balancer`` section."""
         return cls(task_names)
 
     def weights(self) -> torch.Tensor:

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from pipeline.balancers.base import Balancer
-from pipeline.config import BalancerParams
+from pipeline.config import Params
 
 EPS = 1e-8
 
@@ -48,8 +48,8 @@ class DWABalancer(Balancer):
         self.history = loss_history([], self.num_tasks)
 
     @classmethod
-    def from_params(cls, task_names: Sequence[str], params: BalancerParams) -> DWABalancer:
-        return cls(task_names, temperature=params.dwa.temperature)
+    def from_params(cls, task_names: Sequence[str], params: Params) -> DWABalancer:
+        return cls(task_names, temperature=params.balancer.dwa.temperature)
 
     def weights(self) -> torch.Tensor:
         return dwa_weights(self.history, self.temperature())

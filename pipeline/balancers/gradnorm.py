@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from pipeline.balancers.base import Balancer
-from pipeline.config import BalancerParams
+from pipeline.config import Params
 from pipeline.models.base import MultiTaskModel
 from pipeline.train.comm import Comm
 
@@ -62,7 +62,7 @@ class GradNormBalancer(Balancer):
     Args:
         task_names: the K tasks, in the order of the losses given to :meth:`backward`.
         alpha: GradNorm's ``alpha`` (``balancer.gradnorm.alpha``).
-        lr: learning rate of the weights' own Adam optimiser (``balancer.gradnorm.lr``).
+        lr: learning rate of the weights' own Adam optimiser (``balancer.gradnorm.lr``, default ``train.lr``).
 
     A step's backward passes use the weights from before that step's update. :meth:`step`
     all-reduces the per-task gradients at W (averaged over the step's micro-batches, weighted by
@@ -94,8 +94,9 @@ class GradNormBalancer(Balancer):
         self._micro_batches = 0
 
     @classmethod
-    def from_params(cls, task_names: Sequence[str], params: BalancerParams) -> GradNormBalancer:
-        return cls(task_names, alpha=params.gradnorm.alpha, lr=params.gradnorm.lr)
+    def from_params(cls, task_names: Sequence[str], params: Params) -> GradNormBalancer:
+        g = params.balancer.gradnorm
+        return cls(task_names, alpha=g.alpha, lr=g.lr if g.lr is not None else params.train.lr)
 
     def weights(self) -> torch.Tensor:
         return self._weights.detach().clone()
@@ -137,7 +138,9 @@ class GradNormBalancer(Balancer):
             task_feature_grads, param_grads = grads[: len(head_inputs)], grads[len(head_inputs) :]
             for p, g in zip(head_params, param_grads):
                 if g is not None:
-                    p.grad = g * coef if p.grad is None else p.grad.add_(g, alpha=coef)
+                    # Product then sum, not add_(alpha=): a fused multiply-add rounds differently, and
+                    # accumulated micro-batches must round as gradients summed over ranks do.
+                    p.grad = g * coef if p.grad is None else p.grad.add_(g * coef)
             for i, g in enumerate(task_feature_grads):
                 if g is not None:
                     summed = feature_grads[i]

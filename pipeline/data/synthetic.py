@@ -31,7 +31,7 @@ from pipeline.errors import DataError
 
 LESION_LEVEL = (0.12, 0.45)
 """Range of lesion echogenicity relative to the surrounding tissue (both lesion classes)."""
-ATYPICAL_MARGIN = 0.2
+ATYPICAL_MARGIN = 0.1
 """Fraction of lesions drawn with the other class's margin (circumscribed cancers, spiculated benign)."""
 
 

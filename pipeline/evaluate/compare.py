@@ -22,7 +22,7 @@ def verdicts(params: Params, metrics_dir: Path) -> list[dict[str, Any]]:
     """One row per balancer: ``{balancer, <task>: (model value, best baseline value), beats: bool}``."""
     rows = []
     for balancer in params.train.balancers:
-        path = Path(metrics_dir) / balancer / "metrics.json"
+        path = Path(metrics_dir) / balancer / "folds.json"
         try:
             doc = json.loads(path.read_text())
         except FileNotFoundError:

@@ -34,6 +34,7 @@ from pipeline.train.early_stopping import EarlyStopping
 from pipeline.train.efficiency import PeakMemory, StepTimer
 
 EpochCallback = Callable[[dict[str, Any]], None]
+StepCallback = Callable[[int, int], None]
 
 
 @dataclass
@@ -152,8 +153,9 @@ class Trainer:
     # ------------------------------------------------------------------ state
     @property
     def fingerprint(self) -> str:
-        """Identifies what a checkpoint was trained on: all params, the balancer, the fold and its samples."""
-        h = hashlib.sha256(self.params.model_dump_json().encode())
+        """Identifies what a checkpoint was trained on: the params (not ``ray``/``tracking``: the worker count
+        does not change results, see the module docstring), the balancer, the fold and its samples."""
+        h = hashlib.sha256(self.params.model_dump_json(exclude={"ray", "tracking"}).encode())
         for part in (self.balancer.name, str(self.fold), *self.data.train.ids, "|", *self.data.val.ids):
             h.update(part.encode() + b"\0")
         return h.hexdigest()
@@ -193,11 +195,13 @@ class Trainer:
         store: CheckpointStore | None = None,
         on_epoch: EpochCallback | None = None,
         stop_after_epochs: int | None = None,
+        on_step: StepCallback | None = None,
     ) -> FoldResult:
         """Train until ``train.epochs`` or early stopping, resuming from ``store`` if it holds a checkpoint.
 
         ``stop_after_epochs`` ends this call early (as an interruption would), leaving a resumable
-        checkpoint. ``on_epoch`` receives each epoch's record on every rank.
+        checkpoint. ``on_epoch`` receives each epoch's record on every rank; ``on_step(epoch, step)`` is
+        called after each optimiser step (tests use it to kill a worker mid-epoch).
         """
         if store is not None and (state := store.load()):
             if state.get("fingerprint") == self.fingerprint:
@@ -209,7 +213,7 @@ class Trainer:
         for epoch in range(self.start_epoch, last):
             if self.stopper.should_stop:
                 break
-            record = self._run_epoch(epoch)
+            record = self._run_epoch(epoch, on_step)
             self.start_epoch = epoch + 1
             if store is not None:
                 store.save(self.state_dict(), {"model": self.best_model, "epoch": self.stopper.best_epoch}, record)
@@ -223,10 +227,10 @@ class Trainer:
             efficiency={**self.timer.summary(), **self.memory.summary()},
         )
 
-    def _run_epoch(self, epoch: int) -> dict[str, Any]:
+    def _run_epoch(self, epoch: int, on_step: StepCallback | None) -> dict[str, Any]:
         weights, temperature = self.balancer.weights().tolist(), self.balancer.temperature()
         started = time.perf_counter()
-        train_losses = self._train_epoch(epoch)
+        train_losses = self._train_epoch(epoch, on_step)
         self.balancer.end_epoch(train_losses.double().cpu())
         val_losses, val_metrics = self.evaluate(self.data.val)
         self.timer.end_epoch(time.perf_counter() - started)
@@ -251,7 +255,7 @@ class Trainer:
         self.history.append(record)
         return record
 
-    def _train_epoch(self, epoch: int) -> torch.Tensor:
+    def _train_epoch(self, epoch: int, on_step: StepCallback | None) -> torch.Tensor:
         """One pass over the fold's training data; returns the mean unweighted losses ``(K,)``, all ranks."""
         cfg, comm = self.params.train, self.comm
         self.model.train()
@@ -274,6 +278,8 @@ class Trainer:
             self.timer.end_step()
             if self.check_rank_consistency:
                 self._assert_ranks_agree(epoch, step)
+            if on_step is not None:
+                on_step(epoch, step)
         _average_buffers(self.model, comm)
         return comm.all_reduce_mean(loss_sum / (steps * cfg.grad_accum_steps))
 

@@ -3,15 +3,14 @@
 Outputs (the paths ``dvc.yaml`` declares):
 
 - ``<out_dir>/fold_<k>/{best,last}.pt`` — best-validation weights and the resumable last checkpoint;
-- ``<metrics_dir>/metrics.json`` — per fold and mean over folds: best validation metrics, test
+- ``<metrics_dir>/folds.json`` — per fold and mean over folds: best validation metrics, test
   metrics of the best checkpoint, trivial-baseline test metrics, efficiency figures;
+- ``<metrics_dir>/metrics.json`` — the headline figures of ``folds.json`` (DVC metrics);
 - ``<metrics_dir>/history.csv`` — one row per (fold, epoch): losses, weights, temperature, lr.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from pipeline.data.folds import ArraySet, load_fold, load_test
 from pipeline.evaluate.metrics import TaskMetrics
 from pipeline.tasks import Task, build_tasks
 from pipeline.train.checkpoint import BEST, DirectoryStore, load_checkpoint
+from pipeline.tracking.results import history_csv
 from pipeline.train.loop import FoldResult, Trainer
 
 log = logging.getLogger(__name__)
@@ -50,9 +50,24 @@ def run(params: Params, balancer: str, data: Path, out_dir: Path, metrics_dir: P
         "mean": _mean_over_folds(list(per_fold.values())),
         "baseline": {"test": trivial_baselines(tasks, test)},
     }
-    atomic_write_json(Path(metrics_dir) / "metrics.json", document)
-    atomic_write_text(Path(metrics_dir) / "history.csv", _history_csv(history))
+    atomic_write_json(Path(metrics_dir) / "folds.json", document)
+    atomic_write_json(Path(metrics_dir) / "metrics.json", headline(tasks, document))
+    atomic_write_text(Path(metrics_dir) / "history.csv", history_csv(history))
     return document
+
+
+HEADLINE = {"classification": ("accuracy", "f1"), "binary_segmentation": ("dice", "iou", "auc"),
+            "multiclass_segmentation": ("dice", "iou")}
+
+
+def headline(tasks: tuple[Task, ...], document: dict[str, Any]) -> dict[str, Any]:
+    """The few figures ``dvc metrics show`` tabulates per balancer: mean test metrics, val loss, epochs."""
+    mean = document["mean"]
+    return {
+        "test": {t.name: {m: mean["test"][t.name][m] for m in HEADLINE[t.kind]} for t in tasks},
+        "best_val_loss": mean["best_val_loss"],
+        "epochs_run": mean["epochs_run"],
+    }
 
 
 def trivial_baselines(tasks: tuple[Task, ...], data: ArraySet) -> dict[str, dict[str, dict[str, float]]]:
@@ -98,15 +113,6 @@ def _mean_over_folds(folds: list[dict[str, Any]]) -> dict[str, Any]:
     if isinstance(first, dict):
         return {k: _mean_over_folds([f[k] for f in folds]) for k in first if all(k in f for f in folds)}
     return float(np.mean(folds))
-
-
-def _history_csv(history: list[dict[str, Any]]) -> str:
-    columns = list(dict.fromkeys(k for record in history for k in record))
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(history)
-    return buffer.getvalue()
 
 
 def _print_epoch(balancer: str, record: dict[str, Any]) -> None:

@@ -16,7 +16,7 @@ def _write(folder, balancer, dice, accuracy):
                               "diagnosis": {"majority_class": {"accuracy": 0.6}}}},
     }
     (folder / balancer).mkdir(parents=True)
-    (folder / balancer / "metrics.json").write_text(json.dumps(doc))
+    (folder / balancer / "folds.json").write_text(json.dumps(doc))
 
 
 def test_a_balancer_at_the_majority_accuracy_does_not_beat_the_baselines(tmp_path):
@@ -30,5 +30,5 @@ def test_a_balancer_at_the_majority_accuracy_does_not_beat_the_baselines(tmp_pat
 
 
 def test_missing_metrics_name_the_file(tmp_path):
-    with pytest.raises(PipelineError, match=r"equal/metrics.json: not found"):
+    with pytest.raises(PipelineError, match=r"equal/folds.json: not found"):
         verdicts(tiny_params(train={"balancers": ["equal"]}), tmp_path)

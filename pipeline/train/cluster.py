@@ -1,0 +1,95 @@
+"""Connecting the driver to Ray, and checking that the cluster can host a training job.
+
+:func:`connect` joins the cluster named by ``ray.address`` (else ``$RAY_ADDRESS``) or, when neither
+is set, starts a Ray on this machine. A named address is probed with a plain TCP connection first, so
+a cluster that is not running is reported in seconds instead of after ``ray.init``'s retries. Call it
+before loading any data.
+
+Authentication: Ray 2.60 enables token authentication for a local Ray started by ``ray.init`` and
+creates ``~/.ray/auth_token`` when no token exists; we keep that default (Ray's GCS listens on every
+interface, so an unauthenticated cluster would run code for anyone who can reach it). To join an
+existing cluster that uses tokens, set ``RAY_AUTH_MODE=token`` and ``RAY_AUTH_TOKEN`` (a secret, never
+logged) or ``RAY_AUTH_TOKEN_PATH``: Ray reads them itself.
+"""
+
+from __future__ import annotations
+
+import socket
+from urllib.parse import urlsplit
+
+import ray
+
+from pipeline.config import Params, ray_address
+from pipeline.errors import ConfigError, PipelineError
+
+PROBE_TIMEOUT_S = 5.0
+DEFAULT_GCS_PORT = 6379
+_SEARCHED_ADDRESSES = ("auto", "local")  # Ray resolves these itself; there is no host:port to probe
+
+
+def connect(params: Params) -> None:
+    """Join (or start) the Ray cluster for ``params`` and check it has room for one training job.
+
+    Does nothing but the check when this process is already connected. Raises PipelineError naming
+    the address when nothing listens there or Ray refuses the connection, and ConfigError from
+    :func:`check_resources`.
+    """
+    if not ray.is_initialized():
+        address = ray_address(params)
+        if address is None:
+            ray.init(include_dashboard=False)
+        else:
+            source = "ray.address" if params.ray.address else "$RAY_ADDRESS"
+            if address not in _SEARCHED_ADDRESSES:
+                _probe(address, source)
+            try:
+                ray.init(address=address)
+            except (ConnectionError, RuntimeError, ray.exceptions.RayError) as exc:
+                raise PipelineError(f"{source} = {address!r}: cannot connect to the Ray cluster: {exc}") from None
+    check_resources(params)
+
+
+def use_gpu(params: Params) -> bool:
+    """Whether training workers take a GPU: ``ray.use_gpu`` yes/no, or ``auto`` = the cluster has GPUs."""
+    if params.ray.use_gpu == "auto":
+        return ray.cluster_resources().get("GPU", 0) > 0
+    return params.ray.use_gpu == "yes"
+
+
+def check_resources(params: Params) -> None:
+    """Raise ConfigError unless the connected cluster has the CPUs (and GPUs) of one training job.
+
+    Ray would otherwise wait forever for a placement group it can never schedule. An autoscaling
+    cluster is judged by what it has now.
+    """
+    cfg = params.ray
+    total = ray.cluster_resources()
+    cpus = cfg.num_workers * cfg.cpus_per_worker
+    if cpus > total.get("CPU", 0):
+        raise ConfigError(
+            f"ray.num_workers = {cfg.num_workers} × ray.cpus_per_worker = {cfg.cpus_per_worker} needs {cpus} CPUs, "
+            f"but the Ray cluster has {total.get('CPU', 0):g}; lower ray.num_workers or ray.cpus_per_worker"
+        )
+    if use_gpu(params) and cfg.num_workers > total.get("GPU", 0):
+        raise ConfigError(
+            f"ray.num_workers = {cfg.num_workers} needs one GPU each (ray.use_gpu = {cfg.use_gpu!r}), "
+            f"but the Ray cluster has {total.get('GPU', 0):g} GPUs; lower ray.num_workers or set ray.use_gpu = 'no'"
+        )
+
+
+def _probe(address: str, source: str) -> None:
+    """Raise PipelineError unless something accepts TCP connections at ``address``'s host and port."""
+    parts = urlsplit(address if "://" in address else f"//{address}")
+    try:
+        host, port = parts.hostname, parts.port or DEFAULT_GCS_PORT
+    except ValueError:
+        host = None
+    if not host:
+        raise ConfigError(f"{source} = {address!r}: expected host:port or ray://host:port")
+    try:
+        socket.create_connection((host, port), timeout=PROBE_TIMEOUT_S).close()
+    except OSError as exc:
+        raise PipelineError(
+            f"{source} = {address!r}: no Ray cluster answers at {host}:{port} ({exc}); start it "
+            f"(`ray start --head --port={port}`) or unset {source} to run on a local Ray"
+        ) from None

@@ -1,0 +1,223 @@
+"""One (balancer, fold) as a Ray Train job: the production :class:`Trainer` on every worker.
+
+Each worker is one rank: it loads the fold itself (memory-mapped; a pickled memmap would be copied),
+builds the same model from the same seed, and averages gradients through :class:`TorchComm` (see
+:mod:`pipeline.train.loop` for the batching that makes N workers equal to one with N accumulation
+steps). Rank 0 reports each epoch's checkpoint to Ray Train; after a worker failure Ray restarts the
+group (up to ``ray.max_failures`` times) and every rank resumes from the latest checkpoint.
+
+Re-running :func:`run_fold` with the same ``run_name`` and ``ray.storage_path`` also resumes: Ray
+Train keeps a snapshot of the run's checkpoints in ``<storage_path>/<run_name>/`` and hands its latest
+checkpoint to ``ray.train.get_checkpoint()`` of the new job. A checkpoint of other params or data is
+ignored (its fingerprint differs) and the fold trains from scratch.
+
+Paths (``data_root``, a local ``ray.storage_path``) must be visible to every node of the cluster.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import ray.train
+import ray.train.torch
+import torch
+import torch.distributed as dist
+
+from pipeline.atomic import atomic_write_bytes
+from pipeline.config import Params, parse_params
+from pipeline.data.folds import load_fold
+from pipeline.errors import ConfigError, PipelineError
+from pipeline.tasks import build_tasks
+from pipeline.train import cluster
+from pipeline.train.checkpoint import BEST, LAST, load_checkpoint, write_checkpoint_files
+from pipeline.train.loop import EpochCallback, FoldResult, StepCallback, Trainer
+
+
+class TorchComm:
+    """:class:`~pipeline.train.comm.Comm` over the initialised default ``torch.distributed`` group."""
+
+    def __init__(self) -> None:
+        if not dist.is_initialized():
+            raise RuntimeError("TorchComm needs an initialised torch.distributed process group")
+        self.rank = dist.get_rank()
+        self.world_size = dist.get_world_size()
+
+    def all_reduce_mean(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Mean over ranks, written into ``tensor`` (floating point, on this rank's device) and returned."""
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+        return tensor.div_(self.world_size)
+
+
+class RayCheckpointStore:
+    """:class:`~pipeline.train.checkpoint.CheckpointStore` over Ray Train's checkpoint storage.
+
+    ``save`` is a ``ray.train.report`` — a barrier every rank must reach once per epoch; rank 0 attaches
+    the checkpoint (``last.pt`` + ``best.pt``), the others only the metrics.
+    """
+
+    def load(self) -> dict[str, Any] | None:
+        checkpoint = ray.train.get_checkpoint()
+        if checkpoint is None:
+            return None
+        with checkpoint.as_directory() as folder:
+            return load_checkpoint(Path(folder) / LAST)
+
+    def save(self, last: dict[str, Any], best: dict[str, Any], record: dict[str, Any]) -> None:
+        metrics = scalar_metrics(record)
+        if ray.train.get_context().get_world_rank() != 0:
+            ray.train.report(metrics, checkpoint=None)
+            return
+        with tempfile.TemporaryDirectory(prefix="mtl-checkpoint-") as folder:
+            write_checkpoint_files(Path(folder), last, best)
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
+
+
+def scalar_metrics(record: dict[str, Any]) -> dict[str, int | float]:
+    """The numeric entries of an epoch record as plain ints/floats (booleans as 0/1; None dropped)."""
+    return {
+        key: int(value) if isinstance(value, (bool, int)) else float(value)
+        for key, value in record.items()
+        if isinstance(value, (bool, int, float))
+    }
+
+
+def train_worker(config: dict[str, Any]) -> FoldResult | None:
+    """Body of one Ray Train worker; returns the fold's result on rank 0 (Ray passes it to the driver).
+
+    ``config``: ``params`` (``Params.model_dump(mode="json")``), ``balancer``, ``fold``, ``data_root``
+    (absolute path), ``epoch_callback`` (called by rank 0 with each epoch record, or None), ``faults``
+    (see :func:`fault_injector`) and ``check_rank_consistency``.
+    """
+    params = parse_params(config["params"], "Ray Train job params")
+    fold = config["fold"]
+    comm = TorchComm()
+    trainer = Trainer(
+        params,
+        build_tasks(params),
+        config["balancer"],
+        load_fold(Path(config["data_root"]), fold),
+        fold,
+        comm=comm,
+        device=ray.train.torch.get_device(),
+        check_rank_consistency=config["check_rank_consistency"],
+    )
+    if params.ray.sync_batchnorm:
+        # convert_sync_batchnorm keeps the Parameter and buffer objects, so the optimiser Trainer built
+        # still steps them; only the process group is needed (gradients are averaged by the loop).
+        trainer.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(trainer.model)
+    on_epoch: EpochCallback | None = config["epoch_callback"] if comm.rank == 0 else None
+    result = trainer.fit(RayCheckpointStore(), on_epoch=on_epoch, on_step=fault_injector(config["faults"], comm.rank))
+    return result if comm.rank == 0 else None
+
+
+def fault_injector(faults: Sequence[dict[str, Any]], rank: int) -> StepCallback | None:
+    """For tests of recovery: a step hook that kills this worker process, once per fault.
+
+    Each fault ``{"epoch": e, "step": s, "rank": r, "marker": path}`` makes rank ``r`` exit with
+    status 1 after step ``s`` of epoch ``e`` unless ``marker`` exists, which it creates first, so a
+    restarted worker carries on. Before exiting it waits until Ray Train has registered every
+    checkpoint reported so far, so the restart finds the latest one.
+    """
+    mine = {(f["epoch"], f["step"]): Path(f["marker"]) for f in faults if f["rank"] == rank}
+    if not mine:
+        return None
+
+    def on_step(epoch: int, step: int) -> None:
+        marker = mine.get((epoch, step))
+        if marker is not None and not marker.exists():
+            ray.train.get_all_reported_checkpoints()
+            marker.touch()
+            os._exit(1)
+
+    return on_step
+
+
+def run_fold(
+    params: Params,
+    balancer: str,
+    fold: int,
+    data_root: Path,
+    out_dir: Path,
+    run_name: str,
+    *,
+    epoch_callback: EpochCallback | None = None,
+    faults: Sequence[dict[str, Any]] = (),
+    check_rank_consistency: bool = False,
+) -> FoldResult:
+    """Train ``balancer`` on ``fold`` with ``ray.num_workers`` Ray Train workers; resumable by ``run_name``.
+
+    Connects to Ray first (:func:`pipeline.train.cluster.connect`). Writes ``<out_dir>/{best,last}.pt``
+    from the run's final checkpoint and returns rank 0's :class:`FoldResult`. ``epoch_callback`` must be
+    picklable: it runs inside the rank-0 worker. ``faults`` (tests only) kill workers mid-epoch, see
+    :func:`fault_injector`; ``check_rank_consistency`` verifies after every step that all ranks hold
+    identical weights. Once ``ray.max_failures`` restarts are spent, raises the worker's PipelineError
+    (ConfigError, DataError) when a worker raised one, else a PipelineError summarising the failure.
+    """
+    cluster.connect(params)
+    gpu = cluster.use_gpu(params)
+    if params.ray.sync_batchnorm and not gpu:
+        raise ConfigError(
+            f"ray.sync_batchnorm = true: SyncBatchNorm is CUDA-only, but the workers run on the CPU "
+            f"(ray.use_gpu = {params.ray.use_gpu!r}); set ray.sync_batchnorm = false"
+        )
+    trainer = ray.train.torch.TorchTrainer(
+        train_worker,
+        train_loop_config={
+            "params": params.model_dump(mode="json"),
+            "balancer": balancer,
+            "fold": fold,
+            "data_root": str(Path(data_root).resolve()),
+            "epoch_callback": epoch_callback,
+            "faults": list(faults),
+            "check_rank_consistency": check_rank_consistency,
+        },
+        torch_config=ray.train.torch.TorchConfig(backend="nccl" if gpu else "gloo"),
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=params.ray.num_workers,
+            use_gpu=gpu,
+            resources_per_worker={"CPU": params.ray.cpus_per_worker},
+        ),
+        run_config=ray.train.RunConfig(
+            name=run_name,
+            storage_path=storage_path(params),
+            failure_config=ray.train.FailureConfig(max_failures=params.ray.max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),
+        ),
+    )
+    try:
+        result = trainer.fit()
+    except ray.train.TrainingFailedError as exc:
+        raise _job_error(run_name, exc) from None
+    if result.checkpoint is None or result.return_value is None:
+        raise PipelineError(f"Ray Train run {run_name!r} finished without a checkpoint or a result")
+    with result.checkpoint.as_directory() as folder:
+        for name in (BEST, LAST):
+            atomic_write_bytes(Path(out_dir) / name, (Path(folder) / name).read_bytes())
+    return result.return_value
+
+
+def storage_path(params: Params) -> str:
+    """``ray.storage_path`` as Ray Train wants it: a URI unchanged, a local path made absolute."""
+    path = params.ray.storage_path
+    return path if "://" in path else str(Path(path).resolve())
+
+
+def _job_error(run_name: str, exc: ray.train.TrainingFailedError) -> PipelineError:
+    """The first worker's PipelineError re-raised as its own type, else a PipelineError summarising the failure."""
+    failures = getattr(exc, "worker_failures", {})
+    for rank, error in sorted(failures.items()):
+        if isinstance(error, PipelineError):
+            return type(error)(f"Ray Train run {run_name!r}, rank {rank}: {error}")
+    detail = "; ".join(f"rank {rank}: {_summary(error)}" for rank, error in sorted(failures.items()))
+    return PipelineError(f"Ray Train run {run_name!r} failed: {detail or _summary(exc)}")
+
+
+def _summary(error: BaseException, limit: int = 600) -> str:
+    """``Type: message`` on one line, cut at ``limit`` characters."""
+    text = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
+    text = f"{type(error).__name__}: {text}"
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -1,0 +1,176 @@
+"""Ray Train on a real local cluster: two workers compute what one worker with two accumulation steps
+computes, with identical weights on every rank; a killed worker and an interrupted driver both resume
+from the last checkpoint and end where an uninterrupted run ends; bad cluster settings fail fast."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import ray
+import ray.train
+import ray.train.torch
+import torch
+
+from pipeline.config import BALANCERS, deep_merge, parse_params
+from pipeline.data.folds import load_fold
+from pipeline.errors import ConfigError, PipelineError
+from pipeline.tasks import build_tasks
+from pipeline.train import cluster
+from pipeline.train.checkpoint import BEST, LAST
+from pipeline.train.distributed import TorchComm, run_fold
+from pipeline.train.loop import Trainer
+from tests.conftest import build_data, tiny_params
+from tests.ray_cluster import free_port, ray_cluster  # noqa: F401  (fixture)
+
+pytestmark = pytest.mark.slow
+
+SMALL = {"model": {"width": 8}, "train": {"epochs": 3}}
+# Enough images that a global batch of 16 gives several optimiser steps per epoch.
+DDP = deep_merge(SMALL, {
+    "data": {"synthetic": {"n_benign": 20, "n_malignant": 12}},
+    "augment": {"copies_per_image": 3},
+    "train": {"epochs": 2, "batch_size": 16},
+})
+
+
+def small_params(base: dict[str, Any] = SMALL, **overrides):
+    return tiny_params(**deep_merge(base, overrides))
+
+
+@dataclass(frozen=True)
+class EpochLog:
+    """A picklable epoch callback that appends each epoch number it sees to a file."""
+
+    path: str
+
+    def __call__(self, record: dict[str, Any]) -> None:
+        with open(self.path, "a") as fh:
+            fh.write(f"{record['epoch']}\n")
+
+    def epochs(self) -> list[int]:
+        return [int(line) for line in Path(self.path).read_text().split()] if Path(self.path).exists() else []
+
+
+@pytest.fixture
+def on_cluster(ray_cluster, monkeypatch):  # noqa: F811
+    monkeypatch.setenv("RAY_ADDRESS", ray_cluster.address)
+    return ray_cluster
+
+
+# ---------------------------------------------------------------- equivalence
+def _final_state(trainer: Trainer) -> dict[str, Any]:
+    return {
+        "parameters": {name: p.detach().clone() for name, p in trainer.model.named_parameters()},
+        "weights": trainer.balancer.weights().detach().clone(),
+        "history": trainer.history,
+    }
+
+
+def train_every_balancer(config: dict[str, Any]) -> None:
+    """Ray Train worker: the production Trainer over TorchComm for each balancer; rank 0 saves the results."""
+    params = parse_params(config["params"])
+    data = load_fold(Path(config["data_root"]), 0)
+    for balancer in BALANCERS:
+        trainer = Trainer(
+            params, build_tasks(params), balancer, data, 0,
+            comm=TorchComm(), device=torch.device("cpu"), check_rank_consistency=True,
+        )
+        trainer.fit()
+        if trainer.comm.rank == 0:
+            torch.save(_final_state(trainer), Path(config["out"]) / f"{balancer}.pt")
+
+
+def test_two_workers_equal_one_worker_accumulating_two_chunks(on_cluster, tmp_path_factory, tmp_path):
+    two_workers = small_params(DDP, ray={"num_workers": 2})
+    data = build_data(two_workers, tmp_path_factory.mktemp("ddp_data"))
+    fold = load_fold(data, 0)
+    assert len(fold.train) // 16 >= 3  # several optimiser steps per epoch
+
+    cluster.connect(two_workers)
+    ray.train.torch.TorchTrainer(
+        train_every_balancer,
+        train_loop_config={"params": two_workers.model_dump(mode="json"), "data_root": str(data), "out": str(tmp_path)},
+        torch_config=ray.train.torch.TorchConfig(backend="gloo"),
+        scaling_config=ray.train.ScalingConfig(num_workers=2, resources_per_worker={"CPU": 1}),
+        run_config=ray.train.RunConfig(name="equivalence", storage_path=str(tmp_path / "ray_results")),
+    ).fit()  # check_rank_consistency raises (and fails the job) if the ranks' weights ever differ
+
+    # The reference runs here: with one rank the loop never all-reduces, so TorchComm = LocalComm.
+    # Parameters and balancer weights must agree (on the CPU they are bit-identical); BatchNorm running
+    # statistics legitimately differ (per-rank updates averaged per epoch vs sequential micro-batch
+    # updates), and so do validation figures, which is why neither is compared.
+    one_worker = small_params(DDP, train={"grad_accum_steps": 2})
+    for balancer in BALANCERS:
+        reference = Trainer(one_worker, build_tasks(one_worker), balancer, fold, 0, device=torch.device("cpu"))
+        reference.fit()
+        expected, got = _final_state(reference), torch.load(tmp_path / f"{balancer}.pt", weights_only=True)
+        for name, value in expected["parameters"].items():
+            torch.testing.assert_close(got["parameters"][name], value, rtol=1e-5, atol=1e-6, msg=f"{balancer}: {name}")
+        torch.testing.assert_close(got["weights"], expected["weights"], rtol=1e-5, atol=1e-7)
+        for mine, theirs in zip(got["history"], expected["history"], strict=True):
+            for key in (k for k in theirs if k.startswith(("weight/", "train_loss/"))):
+                assert mine[key] == pytest.approx(theirs[key], rel=1e-5), (balancer, mine["epoch"], key)
+
+
+# ---------------------------------------------------------------- recovery
+def test_killed_workers_restart_and_a_rerun_driver_resumes_exactly(on_cluster, tiny_data, tmp_path):
+    """Ray restarts a worker killed in epoch 1 (ray.max_failures = 1); a second kill in epoch 2 exhausts
+    the budget and fails the driver; running the driver again finishes the run. Each time training
+    resumes from the last checkpoint, and the result equals an uninterrupted single-process run."""
+    params = small_params(ray={"max_failures": 1, "storage_path": str(tmp_path / "ray_results")})
+    log = EpochLog(str(tmp_path / "epochs.log"))
+    faults = [
+        {"epoch": epoch, "step": 0, "rank": 0, "marker": str(tmp_path / f"killed_in_epoch_{epoch}")}
+        for epoch in (1, 2)
+    ]
+    out = tmp_path / "out"
+
+    with pytest.raises(PipelineError, match="Ray Train run 'recovery' failed: rank 0: "):
+        run_fold(params, "gradnorm", 0, tiny_data, out, "recovery", epoch_callback=log, faults=faults)
+    assert all(Path(f["marker"]).exists() for f in faults)  # both kills happened
+    assert log.epochs() == [0, 1]  # after the restart, epoch 0 came from the checkpoint
+
+    result = run_fold(params, "gradnorm", 0, tiny_data, out, "recovery", epoch_callback=log, faults=faults)
+    assert log.epochs() == [0, 1, 2]  # the second driver trained epoch 2 only
+
+    straight = Trainer(params, build_tasks(params), "gradnorm", load_fold(tiny_data, 0), 0, device=torch.device("cpu"))
+    np.testing.assert_equal(result.history, straight.fit().history)  # losses, weights, metrics: exact, NaN-aware
+    last = torch.load(out / LAST, weights_only=True)
+    assert last["epoch"] == 3
+    np.testing.assert_equal(last["history"], result.history)
+    for name, value in straight.model.state_dict().items():
+        assert torch.equal(last["model"][name], value), name
+    assert torch.load(out / BEST, weights_only=True)["epoch"] == result.best_epoch
+    assert len(last["timer"]["epoch_seconds"]) == 3  # efficiency figures cover the epochs of both drivers
+
+
+# ---------------------------------------------------------------- bad input
+def test_an_unreachable_cluster_fails_within_seconds(monkeypatch):
+    if ray.is_initialized():
+        ray.shutdown()
+    address = f"127.0.0.1:{free_port()}"
+    monkeypatch.setenv("RAY_ADDRESS", address)
+    started = time.monotonic()
+    with pytest.raises(PipelineError, match=f"RAY_ADDRESS = '{address}': no Ray cluster answers"):
+        cluster.connect(small_params())
+    assert time.monotonic() - started < 6
+    assert not ray.is_initialized()
+
+
+def test_more_workers_than_cluster_cpus_is_a_config_error(on_cluster, tiny_data, tmp_path):
+    params = small_params(ray={"num_workers": on_cluster.num_cpus + 1})
+    started = time.monotonic()
+    with pytest.raises(ConfigError, match=rf"ray.num_workers = {on_cluster.num_cpus + 1} .* cluster has {on_cluster.num_cpus};"):
+        run_fold(params, "equal", 0, tiny_data, tmp_path, "too_wide")
+    assert time.monotonic() - started < 30  # an error, not a wait for resources that never come
+
+
+def test_sync_batchnorm_on_cpu_workers_is_a_config_error(on_cluster, tiny_data, tmp_path):
+    params = small_params(ray={"sync_batchnorm": True, "use_gpu": "auto"})
+    with pytest.raises(ConfigError, match="SyncBatchNorm is CUDA-only"):
+        run_fold(params, "equal", 0, tiny_data, tmp_path, "sync_bn")
