@@ -22,9 +22,9 @@ import numpy as np
 
 from pipeline.atomic import atomic_dir
 from pipeline.config import AugmentParams, Params
-from pipeline.data.preprocess import CHUNK, Batch, map_chunks, open_arrays, write_arrays
+from pipeline.data.preprocess import CHUNK, Batch, map_chunks, open_arrays, rows_of, write_arrays
 from pipeline.data.split import read_split
-from pipeline.errors import DataError
+from pipeline.paths import MANIFEST, SPLIT_FILE
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # no PyPI version check from a pipeline stage
 import albumentations as A  # noqa: E402
@@ -49,15 +49,10 @@ def run(params: Params, preprocessed: Path, split: Path, out_dir: Path) -> None:
     preprocessed = Path(preprocessed).resolve()
     meta, _ = open_arrays(preprocessed)
     train = read_split(split)["train"]
-    row_of = {id_: row for row, id_ in enumerate(meta["ids"])}
-    missing = [id_ for id_ in train if id_ not in row_of]
-    if missing:
-        raise DataError(
-            f"{preprocessed}: {len(missing)} training ids of {Path(split)} are not preprocessed "
-            f"(e.g. {missing[:3]}); rerun preprocess"
-        )
+    train = sorted(train)
+    rows = rows_of(meta, train, preprocessed / MANIFEST, Path(split) / SPLIT_FILE)
     aug = params.augment
-    jobs = [(row_of[id_], id_, i) for id_ in sorted(train) for i in range(aug.copies_per_image)]
+    jobs = [(int(row), id_, i) for row, id_ in zip(rows, train) for i in range(aug.copies_per_image)]
     size = meta["image_size"]
     augment = functools.partial(
         _augment_chunk, preprocessed=preprocessed, aug=aug, seed=params.seed, size=size

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from pipeline import paths
-from pipeline.data.preprocess import open_arrays
+from pipeline.data.preprocess import open_arrays, rows_of
 from pipeline.data.split import read_split
 from pipeline.errors import DataError
 from pipeline.paths import MANIFEST, SPLIT_FILE
@@ -120,14 +120,8 @@ def load_test(data_root: Path) -> ArraySet:
 def _originals(
     root: Path, meta: dict[str, Any], arrays: Mapping[str, np.ndarray], ids: Sequence[str]
 ) -> tuple[_Part, Sequence[str], Sequence[str]]:
-    row_of = {id_: row for row, id_ in enumerate(meta["ids"])}
-    missing = [i for i in ids if i not in row_of]
-    if missing:
-        raise DataError(
-            f"{root / PREPROCESSED_DIR / MANIFEST}: {len(missing)} ids of {root / SPLIT_DIR / SPLIT_FILE} "
-            f"are not preprocessed (e.g. {missing[:3]}); rerun preprocess"
-        )
-    return _Part(arrays, np.asarray([row_of[i] for i in ids], dtype=np.int64)), list(ids), list(ids)
+    rows = rows_of(meta, ids, root / PREPROCESSED_DIR / MANIFEST, root / SPLIT_DIR / SPLIT_FILE)
+    return _Part(arrays, rows), list(ids), list(ids)
 
 
 def _check_compatible(root: Path, pre: dict[str, Any], aug: dict[str, Any], split: dict[str, Any]) -> None:

@@ -220,6 +220,21 @@ def open_arrays(folder: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     return meta, arrays
 
 
+def rows_of(meta: dict[str, Any], ids: Sequence[str], manifest: Path, wanted_by: Path) -> np.ndarray:
+    """Row index ``(len(ids),)`` int64 of each id in the preprocessed arrays described by ``meta``.
+
+    Raises DataError naming both files when ``wanted_by`` lists ids that were never preprocessed.
+    """
+    row_of = {id_: row for row, id_ in enumerate(meta["ids"])}
+    missing = [i for i in ids if i not in row_of]
+    if missing:
+        raise DataError(
+            f"{manifest}: {len(missing)} ids of {wanted_by} are not preprocessed "
+            f"(e.g. {missing[:3]}); rerun preprocess"
+        )
+    return np.asarray([row_of[i] for i in ids], dtype=np.int64)
+
+
 def _sha256(path: Path) -> str:
     with open(path, "rb") as fh:
         return hashlib.file_digest(fh, "sha256").hexdigest()
