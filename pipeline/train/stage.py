@@ -61,10 +61,13 @@ HEADLINE = {"classification": ("accuracy", "f1"), "binary_segmentation": ("dice"
 
 
 def headline(tasks: tuple[Task, ...], document: dict[str, Any]) -> dict[str, Any]:
-    """The few figures ``dvc metrics show`` tabulates per balancer: mean test metrics, val loss, epochs."""
+    """The figures ``dvc metrics show`` tabulates per balancer: mean over folds of the best epoch's
+    validation metrics and of the test metrics, the best validation loss and the epochs run."""
     mean = document["mean"]
     return {
-        "test": {t.name: {m: mean["test"][t.name][m] for m in HEADLINE[t.kind]} for t in tasks},
+        split: {t.name: {m: mean[split][t.name][m] for m in HEADLINE[t.kind]} for t in tasks}
+        for split in ("val", "test")
+    } | {
         "best_val_loss": mean["best_val_loss"],
         "epochs_run": mean["epochs_run"],
     }
