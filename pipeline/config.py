@@ -244,8 +244,16 @@ DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 
 
 def tracking_uri(params: Params) -> str:
-    """``tracking.uri``, else ``$MLFLOW_TRACKING_URI``, else a local ``sqlite:///mlflow.db``."""
-    return params.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    """``tracking.uri``, else ``$MLFLOW_TRACKING_URI``, else a local ``sqlite:///mlflow.db``.
+
+    A relative sqlite path is made absolute (against the current directory), so that Ray workers,
+    whose working directory differs, log to the same database.
+    """
+    uri = params.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri[len(prefix):].startswith("/"):
+        uri = prefix + str(Path(uri[len(prefix):]).resolve())
+    return uri
 
 
 def ray_address(params: Params) -> str | None:

@@ -2,7 +2,7 @@
 
 import pytest
 
-from pipeline.config import Params, load_params, parse_params
+from pipeline.config import Params, load_params, parse_params, tracking_uri
 from pipeline.errors import ConfigError
 
 
@@ -44,3 +44,10 @@ def test_missing_params_file_is_named(tmp_path):
 def test_classes_are_kept_in_canonical_order():
     assert parse_params({"data": {"classes": ["malignant", "normal", "benign"]}}).data.classes == (
         "normal", "benign", "malignant")
+
+
+def test_relative_sqlite_tracking_uri_is_made_absolute(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert tracking_uri(parse_params({})) == f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert tracking_uri(parse_params({"tracking": {"uri": "http://127.0.0.1:5000"}})) == "http://127.0.0.1:5000"

@@ -2,6 +2,7 @@
 
 import os
 import re
+import secrets
 import shutil
 import subprocess
 import sys
@@ -17,8 +18,18 @@ ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
 
+FAKE_SECRET = "fake-secret-3f9d"  # noqa: S105 - must never reach MLflow
+
+
 def _dvc(cwd: Path, *args: str) -> str:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "RAY_AUTH_TOKEN": secrets.token_hex(16),  # the local Ray's token: nothing written to ~/.ray
+        "AWS_SECRET_ACCESS_KEY": FAKE_SECRET,
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "RAY_USAGE_STATS_ENABLED": "0",
+    }
     out = subprocess.run([Path(sys.executable).parent / "dvc", *args], cwd=cwd, env=env,
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
@@ -39,6 +50,7 @@ def test_repro_is_incremental(tmp_path):
 
     first = _dvc(tmp_path, "repro")
     assert _ran(first) == {"ingest", "split", "preprocess", "augment", "train@equal"}
+    _assert_tracked(tmp_path, epochs=params["train"]["epochs"])
     assert "up to date" in _dvc(tmp_path, "status")
     assert _ran(_dvc(tmp_path, "repro")) == set()
 
@@ -47,3 +59,26 @@ def test_repro_is_incremental(tmp_path):
     assert _ran(_dvc(tmp_path, "repro")) == {"augment", "train@equal"}
     assert (tmp_path / "metrics" / "equal" / "metrics.json").is_file()
     assert (tmp_path / "metrics" / "equal" / "folds.json").is_file()
+
+
+def _assert_tracked(root: Path, epochs: int) -> None:
+    """The train stage left an MLflow parent run, a child per fold with per-epoch metrics, and a model."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    parents = [r for r in runs if r.info.run_name.startswith("train · equal · data ")]
+    children = [r for r in runs if r.info.run_name.startswith("equal · fold 0 · data ")]
+    assert len(parents) == 1 and len(children) == 1
+    child = children[0]
+    assert child.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
+    assert len(client.get_metric_history(child.info.run_id, "train_loss/lesion")) == epochs
+    assert "test/lesion/dice" in child.data.metrics
+    for run in runs:
+        assert not any(FAKE_SECRET in v for v in {**run.data.params, **run.data.tags}.values())
+    mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
+    model = mlflow.pytorch.load_model(f"runs:/{child.info.run_id}/model")
+    import torch
+
+    assert set(model(torch.zeros(2, 1, 32, 32))) == {"lesion", "diagnosis"}

@@ -299,21 +299,33 @@ class Trainer:
                 f"rank {self.comm.rank} diverged from the other ranks at epoch {epoch}, step {step}"
             )
 
-    @torch.no_grad()
     def evaluate(self, source: ArraySet) -> tuple[torch.Tensor, dict[str, dict[str, float]]]:
-        """Mean per-task losses ``(K,)`` (per-sample weighted) and metrics ``{task: {metric: value}}`` on ``source``."""
-        self.model.eval()
-        metrics = [TaskMetrics(t) for t in self.tasks]
-        loss_sum = torch.zeros(len(self.tasks), device=self.device)
-        size = self.params.train.batch_size
-        for start in range(0, len(source), size):
-            rows = np.arange(start, min(start + size, len(source)))
-            batch = to_tensors(source.read(rows), self.device)
-            outputs = self.model(batch["image"])
-            loss_sum += torch.stack(task_losses(self.tasks, self.loss_fns, outputs, batch)) * len(rows)
-            for t, m in zip(self.tasks, metrics):
-                m.update(outputs[t.name], batch[t.target])
-        return (loss_sum / len(source)).cpu(), {t.name: m.compute() for t, m in zip(self.tasks, metrics)}
+        """:func:`evaluate` of this trainer's model on ``source``."""
+        return evaluate(self.model, self.tasks, source, self.params.train.batch_size, self.device, self.loss_fns)
+
+
+@torch.no_grad()
+def evaluate(
+    model: MultiTaskModel,
+    tasks: tuple[Task, ...],
+    source: ArraySet,
+    batch_size: int,
+    device: torch.device,
+    loss_fns: list[torch.nn.Module] | None = None,
+) -> tuple[torch.Tensor, dict[str, dict[str, float]]]:
+    """Mean per-task losses ``(K,)`` (per-sample weighted) and metrics ``{task: {metric: value}}`` on ``source``."""
+    model.eval()
+    loss_fns = loss_fns or [t.loss_fn() for t in tasks]
+    metrics = [TaskMetrics(t) for t in tasks]
+    loss_sum = torch.zeros(len(tasks), device=device)
+    for start in range(0, len(source), batch_size):
+        rows = np.arange(start, min(start + batch_size, len(source)))
+        batch = to_tensors(source.read(rows), device)
+        outputs = model(batch["image"])
+        loss_sum += torch.stack(task_losses(tasks, loss_fns, outputs, batch)) * len(rows)
+        for t, m in zip(tasks, metrics):
+            m.update(outputs[t.name], batch[t.target])
+    return (loss_sum / len(source)).cpu(), {t.name: m.compute() for t, m in zip(tasks, metrics)}
 
 
 def _chunk_seed(seed: int, fold: int, epoch: int, step: int, chunk: int) -> int:

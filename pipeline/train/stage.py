@@ -1,4 +1,8 @@
-"""The ``train`` stage: one balancer, every configured fold, in this process.
+"""The ``train`` stage: one balancer, every configured fold, each fold a Ray Train job, tracked in MLflow.
+
+Before any data is loaded it connects to the MLflow tracking store and to Ray (an unreachable
+server or address fails here). One MLflow parent run for the invocation, one child run per fold
+(per-epoch metrics streamed from the rank-0 worker, then test metrics, plots and the model).
 
 Outputs (the paths ``dvc.yaml`` declares):
 
@@ -11,7 +15,8 @@ Outputs (the paths ``dvc.yaml`` declares):
 
 from __future__ import annotations
 
-import logging
+import hashlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,31 +24,41 @@ import numpy as np
 import torch
 
 from pipeline.atomic import atomic_write_json, atomic_write_text
-from pipeline.config import Params
-from pipeline.data.folds import ArraySet, load_fold, load_test
+from pipeline.config import Params, tracking_uri
+from pipeline.data.folds import ArraySet, load_test
 from pipeline.evaluate.metrics import TaskMetrics
+from pipeline.models import build_model
 from pipeline.tasks import Task, build_tasks
-from pipeline.train.checkpoint import BEST, DirectoryStore, load_checkpoint
+from pipeline.tracking import EpochLogger, child_run, log_fold_result, stage_run
 from pipeline.tracking.results import history_csv
-from pipeline.train.loop import FoldResult, Trainer
-
-log = logging.getLogger(__name__)
+from pipeline.train import cluster
+from pipeline.train.checkpoint import BEST, load_checkpoint
+from pipeline.train.distributed import run_fold
+from pipeline.train.loop import FoldResult, evaluate, to_tensors
 
 
 def run(params: Params, balancer: str, data: Path, out_dir: Path, metrics_dir: Path) -> dict[str, Any]:
     """Train ``balancer`` on ``params.folds`` and write its metrics; returns the metrics document."""
     tasks = build_tasks(params)
-    test = load_test(data)
     per_fold: dict[str, Any] = {}
     history: list[dict[str, Any]] = []
-    for fold in params.folds:
-        trainer = Trainer(params, tasks, balancer, load_fold(data, fold), fold)
-        fold_dir = Path(out_dir) / f"fold_{fold}"
-        result = trainer.fit(DirectoryStore(fold_dir), on_epoch=lambda r: _print_epoch(balancer, r))
-        trainer.model.load_state_dict(load_checkpoint(fold_dir / BEST)["model"])
-        _, test_metrics = trainer.evaluate(test)
-        per_fold[f"fold_{fold}"] = _fold_summary(result, test_metrics)
-        history.extend(result.history)
+    with stage_run(params, "train", balancer, data) as parent:  # connects to MLflow first
+        cluster.connect(params)
+        test = load_test(data)
+        for fold in params.folds:
+            fold_dir = Path(out_dir) / f"fold_{fold}"
+            with child_run(parent, balancer, fold) as run_id:
+                result = run_fold(
+                    params, balancer, fold, data, fold_dir, ray_run_name(params, balancer, fold),
+                    epoch_callback=EpochReporter(EpochLogger(tracking_uri(params), run_id), balancer),
+                )
+                model = build_model(params, tasks)
+                model.load_state_dict(load_checkpoint(fold_dir / BEST)["model"])
+                _, test_metrics = evaluate(model, tasks, test, params.train.batch_size, torch.device("cpu"))
+                example = to_tensors(test.read([0]), torch.device("cpu"))["image"]
+                log_fold_result(run_id, result, model, example, test_metrics, log_model=params.tracking.log_models)
+            per_fold[f"fold_{fold}"] = _fold_summary(result, test_metrics)
+            history.extend(result.history)
     document = {
         "balancer": balancer,
         "folds": per_fold,
@@ -54,6 +69,25 @@ def run(params: Params, balancer: str, data: Path, out_dir: Path, metrics_dir: P
     atomic_write_json(Path(metrics_dir) / "metrics.json", headline(tasks, document))
     atomic_write_text(Path(metrics_dir) / "history.csv", history_csv(history))
     return document
+
+
+def ray_run_name(params: Params, balancer: str, fold: int) -> str:
+    """A Ray Train run name that is the same exactly when the job is: re-running the stage with the
+    same params resumes that run's checkpoints; other params start a new run."""
+    digest = hashlib.sha256(params.model_dump_json(exclude={"ray", "tracking"}).encode()).hexdigest()
+    return f"{balancer}-fold{fold}-{digest[:12]}"
+
+
+@dataclass(frozen=True)
+class EpochReporter:
+    """Runs in the rank-0 worker after each epoch: logs the record to MLflow and prints a progress line."""
+
+    logger: EpochLogger
+    balancer: str
+
+    def __call__(self, record: dict[str, Any]) -> None:
+        self.logger(record)
+        _print_epoch(self.balancer, record)
 
 
 HEADLINE = {"classification": ("accuracy", "f1"), "binary_segmentation": ("dice", "iou", "auc"),
