@@ -69,6 +69,7 @@ def ray_cluster() -> Iterator[RayCluster]:
                     str(Path(sys.executable).with_name("ray")), "start", "--head", "--block",
                     f"--port={port}", f"--num-cpus={NUM_CPUS}", "--num-gpus=0",
                     f"--temp-dir={temp}", "--include-dashboard=false", "--disable-usage-stats",
+                    "--node-ip-address=127.0.0.1",
                 ],
                 env={**os.environ, "PYTHONPATH": str(REPO), "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0"},
                 stdout=out,
