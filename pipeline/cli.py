@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from pipeline import paths
-from pipeline.config import BALANCERS, DEFAULT_PARAMS, load_params
+from pipeline.config import BALANCERS, DEFAULT_PARAMS, load_params, with_overlay
 from pipeline.errors import PipelineError
 
 
@@ -35,6 +35,8 @@ def _augment(params, args) -> None:
 
 
 def _train(params, args) -> None:
+    if args.tuned is not None:
+        params = with_overlay(params, args.tuned, args.balancer)
     importlib.import_module("pipeline.train.stage").run(
         params,
         balancer=args.balancer,
@@ -42,6 +44,10 @@ def _train(params, args) -> None:
         out_dir=args.out / args.balancer,
         metrics_dir=args.metrics / args.balancer,
     )
+
+
+def _tune(params, args) -> None:
+    importlib.import_module("pipeline.tune.stage").run(params, data=paths.DATA, reports=args.out)
 
 
 def _bench_balancers(params, args) -> None:
@@ -90,6 +96,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("balancer", choices=BALANCERS)
     p.add_argument("--out", type=Path, default=paths.MODELS)
     p.add_argument("--metrics", type=Path, default=paths.METRICS)
+    p.add_argument(
+        "--tuned", type=Path, default=None, help="params overlays per balancer written by `tune` (tuned_params.yaml)"
+    )
+
+    p = add("tune", _tune, "Ray Tune sweep of ATDWA's gamma, T0 and window, cross-validated on the folds")
+    p.add_argument("--out", type=Path, default=paths.REPORTS)
 
     p = add("bench-balancers", _bench_balancers, "step time and peak memory of every balancer vs equal")
     p.add_argument("--steps", type=int, default=12, help="measured steps per balancer (after warm-up)")

@@ -188,6 +188,61 @@ class TrackingParams(_Strict):
     system_metrics: bool = True
 
 
+TUNE_RULES = ("min_std", "min_mean_val_loss", "max_mean_<task>.<metric>")
+
+
+class TuneSelectionParams(_Strict):
+    """How the sweep picks its configuration from the per-(γ, T0, window) table of fold statistics."""
+
+    rule: str = Field("min_std", description=f"one of {TUNE_RULES}")
+    metric: str = Field(
+        "lesion.dice", description="min_std: the figure whose std across folds is minimised (val_loss or <task>.<metric>)"
+    )
+    tie_tolerance: float = Field(
+        1e-3, ge=0.0, description="min_std: stds within this of the lowest tie; the lower mean val loss wins"
+    )
+
+    @field_validator("rule")
+    @classmethod
+    def _known_rule(cls, v: str) -> str:
+        if v in ("min_std", "min_mean_val_loss") or (v.startswith("max_mean_") and "." in v):
+            return v
+        raise ValueError(f"must be one of {list(TUNE_RULES)}, e.g. 'max_mean_lesion.dice'")
+
+
+class AshaParams(_Strict):
+    """ASHA early stopping of hopeless trials; a trial's time unit is one trained fold."""
+
+    enabled: bool = False
+    grace_period: int = Field(1, ge=1, description="folds every trial trains before it can be stopped")
+    reduction_factor: int = Field(2, ge=2)
+
+
+class TuneParams(_Strict):
+    """The Ray Tune grid over ATDWA's γ, T0 and window; every trial trains every fold of ``train.folds``."""
+
+    gamma: tuple[float, ...] = (0.2, 0.5, 0.8)
+    t0: tuple[float, ...] = (1.0, 2.0)
+    window: tuple[int, ...] = (3,)
+    epochs: int | None = Field(None, ge=1, description="epochs per fold in the sweep; null = train.epochs")
+    max_concurrent_trials: int = Field(1, ge=1, description="trials trained at once (each takes one training job)")
+    selection: TuneSelectionParams = TuneSelectionParams()
+    asha: AshaParams = AshaParams()
+
+    @field_validator("gamma", "t0", "window")
+    @classmethod
+    def _grid(cls, v: tuple[float, ...], info) -> tuple[float, ...]:
+        if not v:
+            raise ValueError("the grid is empty; give at least one value")
+        if len(set(v)) != len(v):
+            raise ValueError(f"values must be distinct, got {list(v)}")
+        low, strict = {"gamma": (0.0, False), "t0": (0.0, True), "window": (2, False)}[info.field_name]
+        bad = [x for x in v if x < low or (strict and x == low)]
+        if bad:
+            raise ValueError(f"{bad} out of range: every value must be {'>' if strict else '>='} {low}")
+        return v
+
+
 DEFAULT_TASKS = (
     TaskParams(name="lesion", kind="binary_segmentation", target="mask"),
     TaskParams(name="diagnosis", kind="classification", target="label"),
@@ -207,6 +262,7 @@ class Params(_Strict):
     train: TrainParams = TrainParams()
     ray: RayParams = RayParams()
     tracking: TrackingParams = TrackingParams()
+    tune: TuneParams = TuneParams()
 
     @model_validator(mode="after")
     def _check_tasks(self) -> Params:
@@ -225,6 +281,13 @@ class Params(_Strict):
             bad = [f for f in self.train.folds if not 0 <= f < self.split.k_folds]
             if bad:
                 raise ValueError(f"train.folds: {bad} outside 0..{self.split.k_folds - 1} (split.k_folds)")
+        selection = self.tune.selection
+        for field, value in (("rule", selection.rule), ("metric", selection.metric)):
+            task = value.removeprefix("max_mean_").split(".", 1)[0]
+            if "." in value and task not in names:
+                raise ValueError(f"tune.selection.{field} = {value!r}: no task {task!r}; tasks are {names}")
+        if selection.metric != "val_loss" and "." not in selection.metric:
+            raise ValueError(f"tune.selection.metric = {selection.metric!r}: expected 'val_loss' or '<task>.<metric>'")
         return self
 
     @property
@@ -317,3 +380,18 @@ def parse_params(raw: dict[str, Any], source: str = "params") -> Params:
 def load_params(path: Path = DEFAULT_PARAMS) -> Params:
     """Read and validate ``params.yaml``."""
     return parse_params(read_yaml(path), str(path))
+
+
+def with_overlay(params: Params, path: Path, balancer: str) -> Params:
+    """``params`` with the overlay ``overrides.<balancer>`` of the YAML file ``path`` merged in.
+
+    The tune stage writes such a file (``reports/tuned_params.yaml``) so that a balancer's final
+    training uses the tuned values; a balancer without an entry trains with ``params`` unchanged.
+    """
+    overrides = read_yaml(path).get("overrides")
+    if not isinstance(overrides, dict):
+        raise ConfigError(f"{path}: expected a mapping 'overrides' of balancer name to params overlay")
+    overlay = overrides.get(balancer) or {}
+    if not isinstance(overlay, dict):
+        raise ConfigError(f"{path}: overrides.{balancer} must be a mapping, got {type(overlay).__name__}")
+    return parse_params(deep_merge(params.model_dump(mode="json"), overlay), f"{path} (overrides.{balancer})")

@@ -1,5 +1,6 @@
 """`dvc repro` of the real dvc.yaml: runs every stage once, then only what a param change touches."""
 
+import json
 import os
 import re
 import secrets
@@ -44,19 +45,24 @@ def test_repro_is_incremental(tmp_path):
     for item in ("pipeline", "profiles", "dvc.yaml"):
         (shutil.copytree if (ROOT / item).is_dir() else shutil.copy)(ROOT / item, tmp_path / item)
     full = yaml.safe_load((ROOT / "params.yaml").read_text())  # dvc needs every declared key present
-    params = deep_merge(deep_merge(full, TINY), {"train": {"balancers": ["equal"], "epochs": 1, "folds": [0]}})
+    params = deep_merge(deep_merge(full, TINY), {
+        "train": {"balancers": ["equal", "atdwa"], "epochs": 1, "folds": [0]},
+        "tune": {"gamma": [0.5, 0.8], "t0": [2.0], "epochs": 1, "max_concurrent_trials": 1,
+                 "selection": {"rule": "min_mean_val_loss"}},
+    })
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     _dvc(tmp_path, "init", "--no-scm", "-q")
 
     first = _dvc(tmp_path, "repro")
-    assert _ran(first) == {"ingest", "split", "preprocess", "augment", "train@equal"}
+    assert _ran(first) == {"ingest", "split", "preprocess", "augment", "tune", "train@equal", "train@atdwa"}
     _assert_tracked(tmp_path, epochs=params["train"]["epochs"])
     assert "up to date" in _dvc(tmp_path, "status")
     assert _ran(_dvc(tmp_path, "repro")) == set()
 
-    params["augment"]["copies_per_image"] = 2
+    params["tune"]["gamma"] = [0.5, 0.8, 0.9]
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    assert _ran(_dvc(tmp_path, "repro")) == {"augment", "train@equal"}
+    assert {"tune"} <= _ran(_dvc(tmp_path, "repro")) <= {"tune", "train@atdwa"}  # equal does not depend on it
+
     assert (tmp_path / "metrics" / "equal" / "metrics.json").is_file()
     assert (tmp_path / "metrics" / "equal" / "folds.json").is_file()
 
@@ -75,6 +81,11 @@ def _assert_tracked(root: Path, epochs: int) -> None:
     assert child.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
     assert len(client.get_metric_history(child.info.run_id, "train_loss/lesion")) == epochs
     assert "test/lesion/dice" in child.data.metrics
+    selected = json.loads((root / "reports" / "tune.json").read_text())["selected"]
+    atdwa = [r for r in runs if r.info.run_name.startswith("train · atdwa · data ")]
+    assert len(atdwa) == 1  # its final training used the tuned γ/T0
+    assert float(atdwa[0].data.params["balancer.atdwa.gamma"]) == selected["gamma"]
+    assert float(atdwa[0].data.params["balancer.atdwa.t0"]) == selected["t0"]
     for run in runs:
         assert not any(FAKE_SECRET in v for v in {**run.data.params, **run.data.tags}.values())
     mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")

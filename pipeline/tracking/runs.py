@@ -54,19 +54,52 @@ def child_run(parent: Run, balancer: str, fold: int) -> Iterator[str]:
     (e.g. folds trained concurrently, entered through a :class:`contextlib.ExitStack`).
     """
     client = MlflowClient()
-    parent_id = parent.info.run_id
-    inherited = client.get_run(parent_id).data
+    inherited = client.get_run(parent.info.run_id).data
     lineage = {k: v for k, v in inherited.tags.items() if k in LINEAGE_KEYS or k == "stage"}
     name = run_name(balancer, f"fold {fold}", f"data {lineage.get('data_version', 'unknown')}")
-    tags = redact_values({**lineage, "balancer": balancer, "fold": str(fold)})
-    run = client.create_run(
-        parent.info.experiment_id, run_name=name, tags={**tags, MLFLOW_PARENT_RUN_ID: parent_id}
-    )
-    run_id = run.info.run_id
-    client.log_batch(run_id, params=[Param(k, v) for k, v in redact_values(inherited.params).items()])
+    with nested_run(
+        client, parent.info.experiment_id, parent.info.run_id, name,
+        tags={**lineage, "balancer": balancer, "fold": str(fold)}, params=inherited.params,
+    ) as run_id:
+        yield run_id
+
+
+@contextlib.contextmanager
+def nested_run(
+    client: MlflowClient,
+    experiment_id: str,
+    parent_id: str,
+    name: str,
+    tags: dict[str, str],
+    params: dict[str, str] | None = None,
+    identity: tuple[str, ...] = (),
+) -> Iterator[str]:
+    """Yield the id of a child run of ``parent_id``; it ends FINISHED, or FAILED on an exception.
+
+    With ``identity`` (names of ``tags``), a run of the experiment whose identity tags equal these is
+    reused instead of created: re-attached to ``parent_id`` and set running again, so a resumed job
+    continues its run rather than leaving a second, partial one. ``tags`` and ``params`` are redacted.
+    """
+    tags = redact_values(tags)
+    existing = next(iter(find_runs(client, experiment_id, {k: tags[k] for k in identity})), None) if identity else None
+    if existing is None:
+        run_id = client.create_run(experiment_id, run_name=name, tags={**tags, MLFLOW_PARENT_RUN_ID: parent_id}).info.run_id
+        if params:
+            client.log_batch(run_id, params=[Param(k, v) for k, v in redact_values(params).items()])
+    else:
+        run_id = existing.info.run_id
+        client.set_tag(run_id, MLFLOW_PARENT_RUN_ID, parent_id)
+        client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))
     try:
         yield run_id
     except BaseException:
         client.set_terminated(run_id, RunStatus.to_string(RunStatus.FAILED))
         raise
     client.set_terminated(run_id, RunStatus.to_string(RunStatus.FINISHED))
+
+
+def find_runs(client: MlflowClient, experiment_id: str, tags: dict[str, str]) -> list[Run]:
+    """Runs of the experiment whose tags include ``tags``, newest first."""
+    quoted = {k: v.replace("'", "\\'") for k, v in tags.items()}
+    query = " and ".join(f"tags.`{k}` = '{v}'" for k, v in quoted.items())
+    return list(client.search_runs([experiment_id], filter_string=query, order_by=["attributes.start_time DESC"]))

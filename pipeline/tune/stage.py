@@ -1,0 +1,212 @@
+"""The ``tune`` stage: a Ray Tune grid over ATDWA's γ, T0 and window, each trial cross-validated.
+
+Before anything is launched it checks the sweep can run: the grid is valid (params), the selection
+rule names a figure the trials will report and has the folds it needs, and ``tune.max_concurrent_trials``
+training jobs fit on the Ray cluster at once. Then one Tune experiment named after the params runs
+(:mod:`pipeline.tune.trial`); when an experiment of that name exists under ``ray.storage_path`` — a
+sweep whose driver was killed — it is restored instead: finished trials are kept, unfinished and
+errored ones resume from their last fold.
+
+MLflow: one parent run for the invocation (tags ``stage = tune``, ``tune_sweep``), a child run per
+trial, a grandchild per fold. The table, the figure and the selection are logged to the parent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from pathlib import Path
+from typing import Any
+
+import ray.tune
+import torch
+from mlflow.entities import RunStatus
+from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+from ray.tune.schedulers import ASHAScheduler
+
+from pipeline.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
+from pipeline.config import Params, tracking_uri
+from pipeline.errors import ConfigError, PipelineError
+from pipeline.evaluate.metrics import TaskMetrics
+from pipeline.tasks import build_tasks
+from pipeline.tracking import stage_run
+from pipeline.tracking.runs import find_runs
+from pipeline.train import cluster
+from pipeline.train.distributed import storage_path
+from pipeline.tune.figure import sensitivity_figure
+from pipeline.tune.grid import GRID_KEYS, grid_size, param_space, trial_key
+from pipeline.tune.results import json_safe, table_csv, tuned_params_yaml
+from pipeline.tune.selection import select
+from pipeline.tune.statistics import VAL_LOSS
+from pipeline.tune.trial import BALANCER, SweepContext, run_trial
+
+TABLE_JSON = "tune.json"
+TABLE_CSV = "tune.csv"
+FIGURE = "tune_sensitivity.png"
+TUNED_PARAMS = "tuned_params.yaml"
+
+
+def run(params: Params, data: Path, reports: Path) -> dict[str, Any]:
+    """Run (or resume) the sweep and write its table, figure and selection under ``reports``; returns the table."""
+    figures = check_selection(params)
+    with stage_run(params, "tune", BALANCER, data) as parent:  # connects to MLflow first
+        cluster.connect(params)
+        check_concurrency(params, ray.cluster_resources().get("CPU", 0))
+        sweep = sweep_name(params)
+        MlflowClient().set_tag(parent.info.run_id, "tune_sweep", sweep)
+        context = SweepContext(
+            params=params.model_dump(mode="json"),
+            data_root=str(Path(data).resolve()),
+            sweep=sweep,
+            tracking_uri=tracking_uri(params),
+            experiment_id=parent.info.experiment_id,
+            parent_run_id=parent.info.run_id,
+        )
+        grid = _tuner(params, context).fit()
+        _adopt_earlier_runs(context)
+        rows = sorted((_row(result, len(params.folds)) for result in grid), key=lambda row: [row[k] for k in GRID_KEYS])
+        failed = [row["trial"] for row in rows if row["status"] == "error"]
+        if failed:
+            raise PipelineError(
+                f"tune sweep {sweep!r}: trials {failed} failed (see the Ray output above); re-run to resume them"
+            )
+        selected_row = select(rows, params.tune.selection, len(params.folds))
+        selected = {key: selected_row[key] for key in GRID_KEYS}
+        document = {
+            "sweep": sweep,
+            "rule": params.tune.selection.rule,
+            "metric": params.tune.selection.metric,
+            "folds": list(params.folds),
+            "epochs": params.tune.epochs or params.train.epochs,
+            "rows": json_safe(rows),
+            "selected": selected,
+        }
+        figure = sensitivity_figure(rows, figures, selected)
+        _write(Path(reports), document, figure, rows)
+        client = MlflowClient()
+        client.log_dict(parent.info.run_id, document, TABLE_JSON)
+        client.log_figure(parent.info.run_id, figure, FIGURE)
+        for key, value in selected.items():
+            client.set_tag(parent.info.run_id, f"selected.{key}", str(value))
+    print(f"tune: selected {trial_key(selected)} by {params.tune.selection.rule} over {len(rows)} trials")
+    return document
+
+
+def sweep_name(params: Params) -> str:
+    """The Tune experiment name: the same exactly when the sweep is. Left out: ``ray`` and ``tracking``
+    (where, not what), ``balancer`` (the grid sets all of ATDWA's params) and ``train.balancers``."""
+    excluded = {"ray": True, "tracking": True, "balancer": True, "train": {"balancers"}}
+    digest = hashlib.sha256(params.model_dump_json(exclude=excluded).encode()).hexdigest()
+    return f"tune-{BALANCER}-{digest[:12]}"
+
+
+def check_selection(params: Params) -> list[str]:
+    """Raise ConfigError unless the selection rule can be applied to what the trials report.
+
+    Returns the figures the sensitivity figure shows: the rule's figure, then ``val_loss``.
+    """
+    selection, folds = params.tune.selection, len(params.folds)
+    available = [VAL_LOSS] + [f"{task.name}.{name}" for task in build_tasks(params) for name in _metric_names(task)]
+    if selection.rule == "min_std":
+        figure, field = selection.metric, "tune.selection.metric"
+        if folds < 2:
+            raise ConfigError(f"tune.selection.rule = 'min_std' needs at least 2 folds; train.folds gives {folds}")
+    elif selection.rule == "min_mean_val_loss":
+        figure, field = VAL_LOSS, "tune.selection.rule"
+    else:
+        figure, field = selection.rule.removeprefix("max_mean_"), "tune.selection.rule"
+    if figure not in available:
+        raise ConfigError(f"{field}: no validation figure {figure!r}; the trials report {available}")
+    return list(dict.fromkeys([figure, VAL_LOSS]))
+
+
+def check_concurrency(params: Params, cluster_cpus: float) -> None:
+    """Raise ConfigError unless ``tune.max_concurrent_trials`` training jobs fit on the cluster's CPUs."""
+    per_trial = params.ray.num_workers * params.ray.cpus_per_worker
+    needed = params.tune.max_concurrent_trials * per_trial
+    if needed > cluster_cpus:
+        raise ConfigError(
+            f"tune.max_concurrent_trials = {params.tune.max_concurrent_trials} trials × {per_trial} CPUs each "
+            f"(ray.num_workers × ray.cpus_per_worker) need {needed} CPUs, but the Ray cluster has {cluster_cpus:g}; "
+            f"lower tune.max_concurrent_trials"
+        )
+
+
+def _metric_names(task) -> list[str]:
+    """The metric names :class:`TaskMetrics` reports for ``task`` (computed on a dummy batch)."""
+    metrics = TaskMetrics(task)
+    if task.is_segmentation:
+        metrics.update(torch.zeros(1, task.out_channels, 4, 4), torch.zeros(1, 4, 4, dtype=torch.long))
+    else:
+        metrics.update(torch.zeros(1, task.out_channels), torch.zeros(1, dtype=torch.long))
+    return list(metrics.compute())
+
+
+def _tuner(params: Params, context: SweepContext) -> ray.tune.Tuner:
+    cfg = params.ray
+    in_process = cfg.num_workers == 1
+    gpu = in_process and cluster.use_gpu(params)
+    resources = {"CPU": cfg.cpus_per_worker, "GPU": int(gpu)} if in_process else {"CPU": 0}
+    trainable = ray.tune.with_resources(ray.tune.with_parameters(run_trial, context=context), resources)
+    path = f"{storage_path(params).rstrip('/')}/{context.sweep}"
+    if ray.tune.Tuner.can_restore(path):
+        print(f"tune: resuming sweep {context.sweep!r} from {path}")
+        return ray.tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True)
+    asha = params.tune.asha
+    scheduler = (
+        ASHAScheduler(
+            metric=f"{VAL_LOSS}_mean", mode="min", max_t=len(params.folds),
+            grace_period=asha.grace_period, reduction_factor=asha.reduction_factor,
+        )
+        if asha.enabled
+        else None
+    )
+    return ray.tune.Tuner(
+        trainable,
+        param_space=param_space(params.tune),
+        tune_config=ray.tune.TuneConfig(
+            max_concurrent_trials=min(params.tune.max_concurrent_trials, grid_size(params.tune)), scheduler=scheduler
+        ),
+        run_config=ray.tune.RunConfig(
+            name=context.sweep,
+            storage_path=storage_path(params),
+            failure_config=ray.tune.FailureConfig(max_failures=cfg.max_failures),
+            verbose=1,
+        ),
+    )
+
+
+def _adopt_earlier_runs(context: SweepContext) -> None:
+    """Gather the sweep's trial runs under this invocation's parent run, trials finished before a resume
+    included, and mark parent runs of earlier, killed invocations of the sweep KILLED."""
+    client = MlflowClient()
+    for run in find_runs(client, context.experiment_id, {"tune_sweep": context.sweep}):
+        tags = run.data.tags
+        if "tune_trial" in tags and "fold" not in tags:
+            client.set_tag(run.info.run_id, MLFLOW_PARENT_RUN_ID, context.parent_run_id)
+        elif "tune_trial" not in tags and run.info.run_id != context.parent_run_id and run.info.status == "RUNNING":
+            client.set_terminated(run.info.run_id, RunStatus.to_string(RunStatus.KILLED))
+
+
+def _row(result: ray.tune.Result, folds: int) -> dict[str, Any]:
+    metrics = result.metrics or {}
+    figures = {k: v for k, v in metrics.items() if k.endswith(("_mean", "_std"))}
+    folds_done = int(metrics.get("folds_done", 0))
+    status = "error" if result.error is not None else "complete" if folds_done == folds else "stopped early"
+    return {
+        **{key: result.config[key] for key in GRID_KEYS},
+        "trial": trial_key(result.config),
+        "status": status,
+        "folds_done": folds_done,
+        **figures,
+    }
+
+
+def _write(reports: Path, document: dict[str, Any], figure, rows: list[dict[str, Any]]) -> None:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=120)
+    atomic_write_bytes(reports / FIGURE, buffer.getvalue())
+    atomic_write_text(reports / TABLE_CSV, table_csv(rows))
+    atomic_write_text(reports / TUNED_PARAMS, tuned_params_yaml(document["selected"]))
+    atomic_write_json(reports / TABLE_JSON, document)
