@@ -45,6 +45,8 @@ TABLE_JSON = "tune.json"
 TABLE_CSV = "tune.csv"
 FIGURE = "tune_sensitivity.png"
 TUNED_PARAMS = "tuned_params.yaml"
+DRIVER_MEMORY = 256 * 2**20
+"""Bytes of Ray's ``memory`` resource a trial reserves when it only drives a multi-worker TorchTrainer."""
 
 
 def run(params: Params, data: Path, reports: Path) -> dict[str, Any]:
@@ -147,7 +149,8 @@ def _tuner(params: Params, context: SweepContext) -> ray.tune.Tuner:
     cfg = params.ray
     in_process = cfg.num_workers == 1
     gpu = in_process and cluster.use_gpu(params)
-    resources = {"CPU": cfg.cpus_per_worker, "GPU": int(gpu)} if in_process else {"CPU": 0}
+    # A driver trial holds no CPU (its TorchTrainer's workers do) but Tune needs a non-empty request.
+    resources = {"CPU": cfg.cpus_per_worker, "GPU": int(gpu)} if in_process else {"CPU": 0, "memory": DRIVER_MEMORY}
     trainable = ray.tune.with_resources(ray.tune.with_parameters(run_trial, context=context), resources)
     path = f"{storage_path(params).rstrip('/')}/{context.sweep}"
     if ray.tune.Tuner.can_restore(path):

@@ -124,3 +124,16 @@ def _assert_tracked(database: Path, epochs: int) -> None:
     for run in folds:
         assert run.data.tags["mlflow.parentRunId"] in trial_ids
         assert [m.step for m in client.get_metric_history(run.info.run_id, "val_loss/lesion")] == list(range(epochs))
+
+
+def test_a_trial_with_several_workers_drives_a_ray_train_job_per_fold(on_cluster, tiny_data, tmp_path):
+    params = tiny_params(**deep_merge(SWEEP, {
+        "train": {"epochs": 1},
+        "tune": {"gamma": [0.5]},
+        "ray": {"num_workers": on_cluster.num_cpus, "storage_path": str(tmp_path / "ray_results")},
+        "tracking": {"uri": f"sqlite:///{tmp_path / 'mlflow.db'}"},
+    }))
+    table = stage.run(params, data=tiny_data, reports=tmp_path / "reports")
+    assert table["rows"][0]["status"] == "complete" and table["rows"][0]["folds_done"] == 2
+    # each fold was a Ray Train run of its own (named after balancer, fold and params), beside the sweep
+    assert len([p for p in (tmp_path / "ray_results").iterdir() if p.name.startswith("atdwa-fold")]) == 2
