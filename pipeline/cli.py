@@ -60,6 +60,18 @@ def _compare(params, args) -> None:
     importlib.import_module("pipeline.evaluate.compare").run(params, metrics_dir=args.metrics, strict=args.strict)
 
 
+def _evaluate(params, args) -> None:
+    importlib.import_module("pipeline.evaluate.stage").run(
+        params, data=args.data, models_dir=args.models, metrics_dir=args.metrics, reports=args.out
+    )
+
+
+def _report(params, args) -> None:
+    importlib.import_module("pipeline.evaluate.report").run(
+        params, data=args.data, metrics_dir=args.metrics, reports=args.reports
+    )
+
+
 def _apply_profile(params, args) -> None:
     importlib.import_module("pipeline.profiles").apply(args.profile, args.params)
 
@@ -111,6 +123,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("compare", _compare, "test metrics of every balancer against trivial predictors")
     p.add_argument("--metrics", type=Path, default=paths.METRICS)
     p.add_argument("--strict", action="store_true", help="exit non-zero if a balancer does not beat them")
+
+    p = add("evaluate", _evaluate, "every balancer's fold models on the test split, with paired tests against equal")
+    p.add_argument("--data", type=Path, default=paths.DATA)
+    p.add_argument("--models", type=Path, default=paths.MODELS)
+    p.add_argument("--metrics", type=Path, default=paths.METRICS)
+    p.add_argument("--out", type=Path, default=paths.REPORTS)
+
+    p = add("report", _report, "reports/report.md and report.html from the evaluation, logged to MLflow")
+    p.add_argument("--data", type=Path, default=paths.DATA)
+    p.add_argument("--metrics", type=Path, default=paths.METRICS)
+    p.add_argument("--reports", type=Path, default=paths.REPORTS)
 
     p = add("apply-profile", _apply_profile, "merge a named profile (e.g. 'paper') into the params file")
     p.add_argument("profile")

@@ -243,6 +243,14 @@ class TuneParams(_Strict):
         return v
 
 
+class EvaluateParams(_Strict):
+    """The evaluate and report stages: paired tests of every balancer against ``equal``, contour figure."""
+
+    alpha: float = Field(0.05, gt=0.0, lt=1.0, description="significance level of the paired tests")
+    holm: bool = Field(True, description="Holm-correct each task's p-values across the balancers compared")
+    contour_images: int = Field(4, ge=1, le=16, description="test images in the report's contour figure")
+
+
 DEFAULT_TASKS = (
     TaskParams(name="lesion", kind="binary_segmentation", target="mask"),
     TaskParams(name="diagnosis", kind="classification", target="label"),
@@ -263,6 +271,7 @@ class Params(_Strict):
     ray: RayParams = RayParams()
     tracking: TrackingParams = TrackingParams()
     tune: TuneParams = TuneParams()
+    evaluate: EvaluateParams = EvaluateParams()
 
     @model_validator(mode="after")
     def _check_tasks(self) -> Params:

@@ -10,6 +10,7 @@ AUGMENTED = DATA / "augmented"
 MODELS = Path("models")
 METRICS = Path("metrics")
 REPORTS = Path("reports")
+EVALUATION = REPORTS / "evaluation"
 
 MANIFEST = "manifest.json"
 SPLIT_FILE = "split.json"

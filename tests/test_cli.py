@@ -6,7 +6,7 @@ import sys
 
 from pipeline.cli import main
 
-STAGES = ["ingest", "split", "preprocess", "augment", "train", "bench-balancers", "compare", "apply-profile"]
+STAGES = ["ingest", "split", "preprocess", "augment", "train", "bench-balancers", "compare", "evaluate", "report", "apply-profile"]
 
 
 def test_help_lists_every_stage_with_a_description():

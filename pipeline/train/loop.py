@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import time
 from dataclasses import dataclass, field
+from collections.abc import Iterator
 from typing import Any, Callable
 
 import numpy as np
@@ -303,6 +304,23 @@ class Trainer:
         return evaluate(self.model, self.tasks, source, self.params.train.batch_size, self.device, self.loss_fns)
 
 
+def predict_batches(
+    model: MultiTaskModel, source: ArraySet, batch_size: int, device: torch.device
+) -> Iterator[tuple[np.ndarray, dict[str, torch.Tensor], dict[str, torch.Tensor]]]:
+    """Run ``model`` in eval mode, without gradients, over ``source`` in order, ``batch_size`` rows at a time.
+
+    Yields ``(rows, batch, outputs)``: the row indices ``(B,)`` of ``source``, the batch as
+    :func:`to_tensors` makes it and the model's ``{task: logits}`` for it.
+    """
+    model.eval()
+    for start in range(0, len(source), batch_size):
+        rows = np.arange(start, min(start + batch_size, len(source)))
+        batch = to_tensors(source.read(rows), device)
+        with torch.no_grad():
+            outputs = model(batch["image"])
+        yield rows, batch, outputs
+
+
 @torch.no_grad()
 def evaluate(
     model: MultiTaskModel,
@@ -313,14 +331,10 @@ def evaluate(
     loss_fns: list[torch.nn.Module] | None = None,
 ) -> tuple[torch.Tensor, dict[str, dict[str, float]]]:
     """Mean per-task losses ``(K,)`` (per-sample weighted) and metrics ``{task: {metric: value}}`` on ``source``."""
-    model.eval()
     loss_fns = loss_fns or [t.loss_fn() for t in tasks]
     metrics = [TaskMetrics(t) for t in tasks]
     loss_sum = torch.zeros(len(tasks), device=device)
-    for start in range(0, len(source), batch_size):
-        rows = np.arange(start, min(start + batch_size, len(source)))
-        batch = to_tensors(source.read(rows), device)
-        outputs = model(batch["image"])
+    for rows, batch, outputs in predict_batches(model, source, batch_size, device):
         loss_sum += torch.stack(task_losses(tasks, loss_fns, outputs, batch)) * len(rows)
         for t, m in zip(tasks, metrics):
             m.update(outputs[t.name], batch[t.target])

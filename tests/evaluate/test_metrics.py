@@ -6,7 +6,15 @@ import numpy as np
 import pytest
 import torch
 from monai.metrics import DiceMetric, compute_iou
-from sklearn.metrics import accuracy_score, precision_recall_fscore_support, roc_auc_score
+from sklearn.metrics import (
+    accuracy_score,
+    f1_score,
+    jaccard_score,
+    precision_recall_fscore_support,
+    precision_score,
+    recall_score,
+    roc_auc_score,
+)
 
 from pipeline.evaluate.metrics import TaskMetrics
 from pipeline.tasks import Task
@@ -62,6 +70,28 @@ def test_binary_segmentation_hand_computed():
     np.testing.assert_allclose(m.per_sample()["iou"], [0.6, 1, 0])
     # pixel scores take two values, so the binned AUC is the exact one
     assert got["auc"] == pytest.approx(roc_auc_score(TRUTH.flatten(), PRED.flatten()))
+
+
+def test_binary_segmentation_matches_sklearn_on_flattened_pixels():
+    logits, truth = _random_case(LESION)
+    logits[0] = -5.0  # image 0 has no lesion: now none predicted either
+    m = _metrics(LESION, logits, truth, batch_sizes=[5, 6])
+    got = m.compute()
+    y, p = truth.flatten().numpy(), (logits > 0).long().flatten().numpy()
+    assert got["accuracy"] == pytest.approx(accuracy_score(y, p))
+    assert got["recall"] == pytest.approx(recall_score(y, p))
+    assert got["precision"] == pytest.approx(precision_score(y, p))
+    assert got["dice_global"] == pytest.approx(f1_score(y, p))
+    assert got["iou_global"] == pytest.approx(jaccard_score(y, p))
+    # per image: Dice = F1 and IoU = Jaccard of the image's pixels; an image without lesion and
+    # without predicted lesion scores 1 (sklearn's zero_division=1)
+    images = [(truth[i].flatten().numpy(), (logits[i] > 0).long().flatten().numpy()) for i in range(len(truth))]
+    dice = [f1_score(t, q, zero_division=1.0) for t, q in images]
+    iou = [jaccard_score(t, q, zero_division=1.0) for t, q in images]
+    np.testing.assert_allclose(m.per_sample()["dice"], dice, rtol=1e-6)
+    np.testing.assert_allclose(m.per_sample()["iou"], iou, rtol=1e-6)
+    assert dice[:3] == [1.0, 0.0, 0.0] and all(0 < d < 1 for d in dice[3:])  # empty, false positive, partial
+    assert got["dice"] == pytest.approx(np.mean(dice)) and got["iou"] == pytest.approx(np.mean(iou))
 
 
 def test_per_image_scores_match_monai_with_empty_masks_counted():

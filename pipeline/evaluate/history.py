@@ -1,0 +1,54 @@
+"""A balancer's training history (``metrics/<balancer>/history.csv``), read back and averaged over folds."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.errors import DataError
+
+Record = dict[str, float | None]
+
+
+def read_history(path: Path) -> list[Record]:
+    """The rows of a ``history.csv`` as records: numbers as floats, empty cells (e.g. the temperature of
+    balancers without one) as None, anything else (the ``best`` flag) dropped."""
+    path = Path(path)
+    try:
+        with path.open(newline="", encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh))
+    except FileNotFoundError:
+        raise DataError(f"{path}: not found (run the train stage for this balancer)") from None
+    records = [_record(row) for row in rows]
+    if not records or any("epoch" not in r or r["epoch"] is None for r in records):
+        raise DataError(f"{path}: expected a header with an 'epoch' column and one row per fold and epoch")
+    return records
+
+
+def mean_over_folds(records: Sequence[Record]) -> list[Record]:
+    """One record per epoch, ascending: every column's mean over the folds that ran that epoch (None where
+    no fold has a value); the ``fold`` column is dropped."""
+    out = []
+    for epoch in sorted({r["epoch"] for r in records}):
+        rows = [r for r in records if r["epoch"] == epoch]
+        keys = dict.fromkeys(k for r in rows for k in r if k != "fold")
+        values = {k: [r[k] for r in rows if r.get(k) is not None] for k in keys}
+        out.append({k: float(np.mean(v)) if v else None for k, v in values.items()})
+    return out
+
+
+def _record(row: dict[str, str]) -> Record:
+    """Numeric cells as floats, empty cells as None; other text (the ``best`` flag) is left out."""
+    record: Record = {}
+    for key, text in row.items():
+        if not text:
+            record[key] = None
+            continue
+        try:
+            record[key] = float(text)
+        except ValueError:
+            continue
+    return record

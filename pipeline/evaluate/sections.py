@@ -1,0 +1,161 @@
+"""The report's text sections as document blocks, built from the evaluate stage's documents (pure functions).
+
+``summary`` is ``reports/evaluation/summary.json`` and ``statistics`` is
+``reports/evaluation/statistics.json`` (formats in :mod:`pipeline.evaluate.stage`); tables show
+``mean ± std`` over folds and mark the best mean of every column in bold (ties, at the digits shown,
+all bold).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from pipeline.evaluate.document import Block, Cell, Paragraph, Table
+from pipeline.evaluate.summary import EFFICIENCY, TABLE_II, TABLE_III
+
+TABLE_II_DIGITS = 4
+TABLE_III_DIGITS = {"peak_memory_mib": 1, "step_time_max_ms": 1, "step_time_median_ms": 1, "epoch_time_max_s": 2}
+TUNE_KEYS = ("gamma", "t0", "window")
+
+
+def provenance(lineage: Mapping[str, str], summary: Mapping[str, Any]) -> list[Block]:
+    """Data version, code commit, params hash and what was evaluated."""
+    dirty = {"true": " with uncommitted changes", "false": ""}.get(lineage["git_dirty"], " (working tree unknown)")
+    return [
+        Paragraph(
+            f"Data version `{lineage['data_version']}` (artifact hashes from {lineage['data_hash_source']}); "
+            f"code commit `{lineage['git_commit']}`{dirty}; params hash `{lineage['params_hash'][:12]}`."
+        ),
+        Paragraph(
+            f"Balancers {', '.join(summary['balancers'])}; folds {', '.join(map(str, summary['folds']))}; "
+            f"{summary['test_images']} held-out test images. Every fold's best-validation checkpoint is "
+            "evaluated on the whole test split; tables show mean ± sample standard deviation over folds."
+        ),
+    ]
+
+
+def table_ii(summary: Mapping[str, Any], task: str, kind: str) -> Table:
+    """One task's test metrics (the paper's Table II columns for its kind), a row per balancer."""
+    names = TABLE_II[kind]
+    return _fold_table(summary, task, names, names, [TABLE_II_DIGITS] * len(names), higher_is_better=True)
+
+
+def table_iii(summary: Mapping[str, Any]) -> Table:
+    """Training efficiency (the paper's Table III), a row per balancer; lower is better."""
+    names = tuple(TABLE_III)
+    digits = [TABLE_III_DIGITS[n] for n in names]
+    return _fold_table(summary, EFFICIENCY, names, tuple(TABLE_III.values()), digits, higher_is_better=False)
+
+
+def comparisons(statistics: Mapping[str, Any], summary: Mapping[str, Any]) -> list[Block]:
+    """The paired tests against the reference balancer: how they pair, the correction, one row per test
+    (balancers and tasks in the evaluation's order)."""
+    reference = statistics["reference"]
+    results = statistics["comparisons"]
+    test_images = summary["test_images"]
+    if not results:
+        return [Paragraph(statistics["note"] or f"No balancer other than `{reference}` was evaluated.")]
+    correction = (
+        f"p-values are Holm-adjusted within each task across the {len(results)} balancers compared"
+        if statistics["correction"] == "holm"
+        else "p-values are not corrected for multiple comparisons"
+    )
+    intro = Paragraph(
+        f"Each balancer against `{reference}` on the same {test_images} test images, pairing {statistics['pairing']}. "
+        f"Two-sided tests; {correction}; significant means adjusted p < {statistics['alpha']}."
+    )
+    header = ("balancer", "task", "test", "direction", "effect", "p", "adjusted p", "significant")
+    rows = []
+    for balancer in (b for b in summary["balancers"] if b in results):
+        for task in (t["name"] for t in summary["tasks"]):
+            r = results[balancer][task]
+            rows.append((
+                Cell(balancer), Cell(task), Cell(r["test"]), Cell(r["direction"]),
+                Cell(_effect(r, balancer, reference)), Cell(f"{r['p_value']:.4g}"), Cell(f"{r['p_adjusted']:.4g}"),
+                Cell("yes" if r["significant"] else "no", bold=r["significant"]),
+            ))
+    return [intro, Table(header, tuple(rows))]
+
+
+def tuning(tune: Mapping[str, Any] | None) -> list[Block]:
+    """The ATDWA sweep's table (selected row in bold) and selection rule, or a line saying it has not run.
+
+    ``tune``: ``{"rows": [{"gamma", "t0", "window", "status", "folds_done", "<figure>_mean",
+    "<figure>_std", ...}], "selected": {"gamma", "t0", "window"}, "rule": str, "metric": str}`` or None.
+    The table shows the figure the rule ranks by and the validation loss, as mean ± std across folds.
+    """
+    if tune is None:
+        return [Paragraph("The ATDWA hyper-parameter sweep has not run (`reports/tune.json` does not exist).")]
+    selected, rule = tune["selected"], tune["rule"]
+    ranked = rule.removeprefix("max_mean_") if rule.startswith("max_mean_") else tune.get("metric", "val_loss")
+    figures = list(dict.fromkeys([ranked if rule != "min_mean_val_loss" else "val_loss", "val_loss"]))
+    rows = []
+    for row in tune["rows"]:
+        bold = all(row.get(k) == selected.get(k) for k in TUNE_KEYS)
+        cells = [_number(row.get(k)) for k in TUNE_KEYS] + [str(row.get("status", "")), _number(row.get("folds_done"))]
+        cells += [_mean_std({"mean": _nan(row.get(f"{f}_mean")), "std": _nan(row.get(f"{f}_std"))}, 4) for f in figures]
+        rows.append(tuple(Cell(c, bold=bold) for c in cells))
+    choice = ", ".join(f"{k} = {_number(selected.get(k))}" for k in TUNE_KEYS)
+    columns = (*TUNE_KEYS, "status", "folds", *(f"{f} (val, mean ± std)" for f in figures))
+    return [Paragraph(f"Selected {choice} (bold row). Rule: {rule}"), Table(columns, tuple(rows))]
+
+
+def _nan(value: Any) -> float:
+    return math.nan if value is None else float(value)
+
+
+def _fold_table(
+    summary: Mapping[str, Any],
+    group: str,
+    names: Sequence[str],
+    titles: Sequence[str],
+    digits: Sequence[int],
+    higher_is_better: bool,
+) -> Table:
+    balancers = summary["balancers"]
+    values = [[summary["results"][b][group][n] for n in names] for b in balancers]
+    columns = []
+    for j, d in enumerate(digits):
+        means = [round(row[j]["mean"], d) for row in values]
+        best = _best(means, higher_is_better)
+        columns.append([Cell(_mean_std(row[j], d), bold=i in best) for i, row in enumerate(values)])
+    rows = tuple((Cell(b), *(column[i] for column in columns)) for i, b in enumerate(balancers))
+    return Table(("balancer", *titles), rows)
+
+
+def _best(means: Sequence[float], higher_is_better: bool) -> set[int]:
+    """Indices of the best finite mean (all of them on a tie); none when no mean is finite."""
+    finite = [m for m in means if not math.isnan(m)]
+    if not finite:
+        return set()
+    target = max(finite) if higher_is_better else min(finite)
+    return {i for i, m in enumerate(means) if m == target}
+
+
+def _mean_std(value: Mapping[str, float], digits: int) -> str:
+    mean, std = value["mean"], value["std"]
+    if math.isnan(mean):
+        return "n/a"
+    return f"{mean:.{digits}f}" if math.isnan(std) else f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def _effect(result: Mapping[str, Any], balancer: str, reference: str) -> str:
+    if result["test"] == "mcnemar_exact":
+        text = (
+            f"b = {result['b']} (only {balancer} right), c = {result['c']} (only {reference} right); "
+            f"accuracy {result['accuracy']:.3f} vs {result['reference_accuracy']:.3f}"
+        )
+    else:
+        text = (
+            f"median ΔDice {result['median_difference']:+.4f} (mean {result['mean_difference']:+.4f}); "
+            f"{result['n_nonzero']} of {result['n']} images differ"
+        )
+    return f"{text}; {result['note']}" if result["note"] else text
+
+
+def _number(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return "" if value is None else str(value)

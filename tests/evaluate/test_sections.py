@@ -1,0 +1,84 @@
+"""Report tables: mean ± std over folds, the best balancer of every column in bold; the tuning section."""
+
+import pytest
+
+from pipeline.errors import DataError
+from pipeline.evaluate import sections
+from pipeline.evaluate.document import Table, to_html, to_markdown
+from pipeline.evaluate.report import read_tune
+from pipeline.evaluate.summary import TABLE_III, over_folds
+
+
+def _summary(dice: dict, memory: dict) -> dict:
+    """A summary.json of two folds: per balancer Dice and peak memory per fold, other columns constant."""
+    results = {}
+    for balancer in dice:
+        folds = [
+            {"lesion": {m: 0.5 for m in ("accuracy", "iou", "auc", "recall", "precision")} | {"dice": d},
+             "efficiency": {k: 1.0 for k in TABLE_III} | {"peak_memory_mib": mem}}
+            for d, mem in zip(dice[balancer], memory[balancer])
+        ]
+        results[balancer] = over_folds(folds)
+    return {"balancers": list(dice), "folds": [0, 1], "test_images": 6,
+            "tasks": [{"name": "lesion", "kind": "binary_segmentation"}], "results": results}
+
+
+def _column(table: Table, title: str) -> list[tuple[str, bool]]:
+    j = table.header.index(title)
+    return [(row[j].text, row[j].bold) for row in table.rows]
+
+
+def test_tables_show_mean_and_sample_std_and_bold_the_best_balancer():
+    summary = _summary(
+        dice={"equal": [0.8, 0.6], "dwa": [0.9, 0.7], "atdwa": [0.85, 0.75]},
+        memory={"equal": [100.0, 102.0], "dwa": [90.0, 94.0], "atdwa": [92.0, 92.0]},
+    )
+    dice = _column(sections.table_ii(summary, "lesion", "binary_segmentation"), "dice")
+    assert dice == [("0.7000 ± 0.1414", False), ("0.8000 ± 0.1414", True), ("0.8000 ± 0.0707", True)]
+    memory = _column(sections.table_iii(summary), "peak memory (MiB)")
+    assert memory == [("101.0 ± 1.4", False), ("92.0 ± 2.8", True), ("92.0 ± 0.0", True)]  # lower is better
+    assert all(bold for _, bold in _column(sections.table_ii(summary, "lesion", "binary_segmentation"), "auc"))
+
+
+def test_bold_cells_render_bold_in_markdown_and_html():
+    summary = _summary(dice={"equal": [0.8, 0.6], "dwa": [0.9, 0.7]}, memory={"equal": [1, 1], "dwa": [1, 1]})
+    table = sections.table_ii(summary, "lesion", "binary_segmentation")
+    markdown = to_markdown([table])
+    assert "| equal | **0.5000 ± 0.0000** | 0.7000 ± 0.1414 |" in markdown  # accuracy tied: both bold
+    assert "| dwa | **0.5000 ± 0.0000** | **0.8000 ± 0.1414** |" in markdown
+    assert "<strong>0.8000 ± 0.1414</strong>" in to_html([table], "t")
+
+
+TUNE = {  # the shape pipeline.tune.stage writes
+    "rows": [
+        {"gamma": 0.4, "t0": 2.0, "window": 3, "status": "complete", "folds_done": 2,
+         "lesion.dice_mean": 0.81, "lesion.dice_std": 0.02, "val_loss_mean": 0.5, "val_loss_std": 0.05},
+        {"gamma": 0.8, "t0": 2.0, "window": 3, "status": "complete", "folds_done": 2,
+         "lesion.dice_mean": 0.84, "lesion.dice_std": 0.01, "val_loss_mean": 0.4, "val_loss_std": 0.04},
+    ],
+    "selected": {"gamma": 0.8, "t0": 2.0, "window": 3},
+    "rule": "min_std",
+    "metric": "lesion.dice",
+}
+
+
+def test_tuning_section_marks_the_selected_row_and_states_the_rule():
+    text, table = sections.tuning(TUNE)
+    assert "min_std" in text.text and "gamma = 0.8" in text.text
+    assert table.header == ("gamma", "t0", "window", "status", "folds",
+                            "lesion.dice (val, mean ± std)", "val_loss (val, mean ± std)")
+    assert [row[0].bold for row in table.rows] == [False, True]
+    assert table.rows[1][5].text == "0.8400 ± 0.0100"
+
+
+def test_tuning_section_says_when_the_sweep_has_not_run(tmp_path):
+    assert read_tune(tmp_path / "tune.json") is None
+    (block,) = sections.tuning(None)
+    assert "has not run" in block.text
+
+
+def test_a_malformed_tune_json_is_named(tmp_path):
+    path = tmp_path / "tune.json"
+    path.write_text('{"rows": []}')
+    with pytest.raises(DataError, match=str(path)):
+        read_tune(path)
