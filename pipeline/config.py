@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -188,6 +189,54 @@ class TrackingParams(_Strict):
     system_metrics: bool = True
 
 
+METRIC_NAME = re.compile(r"^[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*$")
+"""``<task>.<metric>``, e.g. ``lesion.dice``: a metric of the evaluation of one task."""
+
+
+def _metric_names(names: tuple[str, ...]) -> tuple[str, ...]:
+    bad = [n for n in names if not METRIC_NAME.match(n)]
+    if bad:
+        raise ValueError(f"{bad} are not <task>.<metric> names (e.g. lesion.dice, diagnosis.accuracy)")
+    return names
+
+
+class RegistryParams(_Strict):
+    """MLflow model registry: which checkpoint the ``promote`` stage registers, and when it becomes champion.
+
+    The candidate is the (balancer, fold) checkpoint with the best ``primary`` score on *validation*;
+    it takes the ``champion`` alias when its ``primary`` score on the test split beats the current
+    champion's (re-evaluated on the same split) by at least ``min_improvement`` and no metric of
+    ``floors`` is below its floor. Metric names are ``<task>.<metric>`` of the configured tasks.
+    """
+
+    model_name: str = Field("mtl-busi", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    primary: tuple[str, ...] = ("lesion.dice", "diagnosis.accuracy")
+    min_improvement: float = Field(
+        0.005, ge=0.0, le=1.0, description="primary score (mean of metrics in 0..1) the candidate must gain"
+    )
+    floors: dict[str, Annotated[float, Field(ge=0.0, le=1.0)]] = Field(
+        default_factory=lambda: {"lesion.dice": 0.5, "diagnosis.accuracy": 0.6},
+        description="lowest test value allowed per metric",
+    )
+
+    @field_validator("primary")
+    @classmethod
+    def _distinct_metrics(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if not v or len(set(v)) != len(v):
+            raise ValueError(f"must list distinct <task>.<metric> names, at least one, got {list(v)}")
+        return _metric_names(v)
+
+    @field_validator("floors")
+    @classmethod
+    def _floor_names(cls, v: dict[str, float]) -> dict[str, float]:
+        _metric_names(tuple(v))
+        return v
+
+    def metric_names(self) -> tuple[str, ...]:
+        """Every metric the gate reads: the primary ones, then the floored ones."""
+        return tuple(dict.fromkeys((*self.primary, *self.floors)))
+
+
 DEFAULT_TASKS = (
     TaskParams(name="lesion", kind="binary_segmentation", target="mask"),
     TaskParams(name="diagnosis", kind="classification", target="label"),
@@ -207,6 +256,7 @@ class Params(_Strict):
     train: TrainParams = TrainParams()
     ray: RayParams = RayParams()
     tracking: TrackingParams = TrackingParams()
+    registry: RegistryParams = RegistryParams()
 
     @model_validator(mode="after")
     def _check_tasks(self) -> Params:
@@ -225,6 +275,15 @@ class Params(_Strict):
             bad = [f for f in self.train.folds if not 0 <= f < self.split.k_folds]
             if bad:
                 raise ValueError(f"train.folds: {bad} outside 0..{self.split.k_folds - 1} (split.k_folds)")
+        return self
+
+    @model_validator(mode="after")
+    def _check_registry_metrics(self) -> Params:
+        names = [t.name for t in self.tasks]
+        for key, metrics in (("registry.primary", self.registry.primary), ("registry.floors", self.registry.floors)):
+            unknown = [m for m in metrics if m.split(".", 1)[0] not in names]
+            if unknown:
+                raise ValueError(f"{key}: {unknown} name tasks that are not configured; tasks are {names}")
         return self
 
     @property
