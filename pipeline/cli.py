@@ -54,6 +54,12 @@ def _compare(params, args) -> None:
     importlib.import_module("pipeline.evaluate.compare").run(params, metrics_dir=args.metrics, strict=args.strict)
 
 
+def _promote(params, args) -> None:
+    importlib.import_module("pipeline.registry.stage").run(
+        params, models_dir=args.models, metrics_dir=args.metrics, data_root=args.data, report=args.report
+    )
+
+
 def _apply_profile(params, args) -> None:
     importlib.import_module("pipeline.profiles").apply(args.profile, args.params)
 
@@ -99,6 +105,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("compare", _compare, "test metrics of every balancer against trivial predictors")
     p.add_argument("--metrics", type=Path, default=paths.METRICS)
     p.add_argument("--strict", action="store_true", help="exit non-zero if a balancer does not beat them")
+
+    p = add("promote", _promote, "register the best validated checkpoint in MLflow; champion if it passes the gate")
+    p.add_argument("--models", type=Path, default=paths.MODELS)
+    p.add_argument("--metrics", type=Path, default=paths.METRICS)
+    p.add_argument("--data", type=Path, default=paths.DATA, help="data root holding split/, preprocessed/, augmented/")
+    p.add_argument("--report", type=Path, default=paths.REPORTS / "promotion.json")
 
     p = add("apply-profile", _apply_profile, "merge a named profile (e.g. 'paper') into the params file")
     p.add_argument("profile")

@@ -1,5 +1,6 @@
 """`dvc repro` of the real dvc.yaml: runs every stage once, then only what a param change touches."""
 
+import json
 import os
 import re
 import secrets
@@ -49,16 +50,17 @@ def test_repro_is_incremental(tmp_path):
     _dvc(tmp_path, "init", "--no-scm", "-q")
 
     first = _dvc(tmp_path, "repro")
-    assert _ran(first) == {"ingest", "split", "preprocess", "augment", "train@equal"}
+    assert _ran(first) == {"ingest", "split", "preprocess", "augment", "train@equal", "promote"}
     _assert_tracked(tmp_path, epochs=params["train"]["epochs"])
     assert "up to date" in _dvc(tmp_path, "status")
     assert _ran(_dvc(tmp_path, "repro")) == set()
 
     params["augment"]["copies_per_image"] = 2
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    assert _ran(_dvc(tmp_path, "repro")) == {"augment", "train@equal"}
+    assert _ran(_dvc(tmp_path, "repro")) == {"augment", "train@equal", "promote"}
     assert (tmp_path / "metrics" / "equal" / "metrics.json").is_file()
     assert (tmp_path / "metrics" / "equal" / "folds.json").is_file()
+    assert json.loads((tmp_path / "reports" / "promotion.json").read_text())["decision"] in ("promoted", "refused")
 
 
 def _assert_tracked(root: Path, epochs: int) -> None:

@@ -1,0 +1,4 @@
+"""Model registry: the ``promote`` stage (:mod:`.stage`) registers the best validated checkpoint as an
+MLflow pyfunc model (:mod:`.pyfunc`) and moves the ``champion`` alias when the gate (:mod:`.gate`)
+passes.
+"""
