@@ -60,6 +60,12 @@ def _promote(params, args) -> None:
     )
 
 
+def _predict(params, args) -> None:
+    importlib.import_module("pipeline.registry.predict").run(
+        params, inputs=args.inputs, out_dir=args.out, model_uri=args.model_uri
+    )
+
+
 def _apply_profile(params, args) -> None:
     importlib.import_module("pipeline.profiles").apply(args.profile, args.params)
 
@@ -111,6 +117,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics", type=Path, default=paths.METRICS)
     p.add_argument("--data", type=Path, default=paths.DATA, help="data root holding split/, preprocessed/, augmented/")
     p.add_argument("--report", type=Path, default=paths.REPORTS / "promotion.json")
+
+    p = add("predict", _predict, "lesion masks and diagnoses of image files and folders by a registered model")
+    p.add_argument("inputs", type=Path, nargs="+", help="image files and/or folders (searched recursively)")
+    p.add_argument("--model-uri", help="MLflow model URI (default: models:/<registry.model_name>@champion)")
+    p.add_argument("--out", type=Path, default=Path("predictions"), help="output folder (default: predictions)")
 
     p = add("apply-profile", _apply_profile, "merge a named profile (e.g. 'paper') into the params file")
     p.add_argument("profile")

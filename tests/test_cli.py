@@ -6,7 +6,7 @@ import sys
 
 from pipeline.cli import main
 
-STAGES = ["ingest", "split", "preprocess", "augment", "train", "bench-balancers", "compare", "promote",
+STAGES = ["ingest", "split", "preprocess", "augment", "train", "bench-balancers", "compare", "promote", "predict",
           "apply-profile"]
 
 
