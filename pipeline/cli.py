@@ -72,6 +72,18 @@ def _report(params, args) -> None:
     )
 
 
+def _promote(params, args) -> None:
+    importlib.import_module("pipeline.registry.stage").run(
+        params, models_dir=args.models, metrics_dir=args.metrics, data_root=args.data, report=args.report
+    )
+
+
+def _predict(params, args) -> None:
+    importlib.import_module("pipeline.registry.predict").run(
+        params, inputs=args.inputs, out_dir=args.out, model_uri=args.model_uri
+    )
+
+
 def _apply_profile(params, args) -> None:
     importlib.import_module("pipeline.profiles").apply(args.profile, args.params)
 
@@ -112,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--tuned", type=Path, default=None, help="params overlays per balancer written by `tune` (tuned_params.yaml)"
     )
 
-    p = add("tune", _tune, "Ray Tune sweep of ATDWA's gamma, T0 and window, cross-validated on the folds")
+    p = add("tune", _tune, "grid sweep (Ray Tune) of ATDWA's gamma, T0 and window, cross-validated on the folds")
     p.add_argument("--out", type=Path, default=paths.REPORTS)
 
     p = add("bench-balancers", _bench_balancers, "step time and peak memory of every balancer vs equal")
@@ -134,6 +146,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", type=Path, default=paths.DATA)
     p.add_argument("--metrics", type=Path, default=paths.METRICS)
     p.add_argument("--reports", type=Path, default=paths.REPORTS)
+
+    p = add("promote", _promote, "register the best validated checkpoint in MLflow; champion if it passes the gate")
+    p.add_argument("--models", type=Path, default=paths.MODELS)
+    p.add_argument("--metrics", type=Path, default=paths.METRICS)
+    p.add_argument("--data", type=Path, default=paths.DATA, help="data root holding split/, preprocessed/, augmented/")
+    p.add_argument("--report", type=Path, default=paths.REPORTS / "promotion.json")
+
+    p = add("predict", _predict, "lesion masks and diagnoses of image files and folders by a registered model")
+    p.add_argument("inputs", type=Path, nargs="+", help="image files and/or folders (searched recursively)")
+    p.add_argument("--model-uri", help="MLflow model URI (default: models:/<registry.model_name>@champion)")
+    p.add_argument("--out", type=Path, default=Path("predictions"), help="output folder (default: predictions)")
 
     p = add("apply-profile", _apply_profile, "merge a named profile (e.g. 'paper') into the params file")
     p.add_argument("profile")

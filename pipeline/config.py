@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -249,6 +250,52 @@ class EvaluateParams(_Strict):
     alpha: float = Field(0.05, gt=0.0, lt=1.0, description="significance level of the paired tests")
     holm: bool = Field(True, description="Holm-correct each task's p-values across the balancers compared")
     contour_images: int = Field(4, ge=1, le=16, description="test images in the report's contour figure")
+METRIC_NAME = re.compile(r"^[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*$")
+"""``<task>.<metric>``, e.g. ``lesion.dice``: a metric of the evaluation of one task."""
+
+
+def _metric_names(names: tuple[str, ...]) -> tuple[str, ...]:
+    bad = [n for n in names if not METRIC_NAME.match(n)]
+    if bad:
+        raise ValueError(f"{bad} are not <task>.<metric> names (e.g. lesion.dice, diagnosis.accuracy)")
+    return names
+
+
+class RegistryParams(_Strict):
+    """MLflow model registry: which checkpoint the ``promote`` stage registers, and when it becomes champion.
+
+    The candidate is the (balancer, fold) checkpoint with the best ``primary`` score on *validation*;
+    it takes the ``champion`` alias when its ``primary`` score on the test split beats the current
+    champion's (re-evaluated on the same split) by at least ``min_improvement`` and no metric of
+    ``floors`` is below its floor. Metric names are ``<task>.<metric>`` of the configured tasks.
+    """
+
+    model_name: str = Field("mtl-busi", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    primary: tuple[str, ...] = ("lesion.dice", "diagnosis.accuracy")
+    min_improvement: float = Field(
+        0.005, ge=0.0, le=1.0, description="primary score (mean of metrics in 0..1) the candidate must gain"
+    )
+    floors: dict[str, Annotated[float, Field(ge=0.0, le=1.0)]] = Field(
+        default_factory=lambda: {"lesion.dice": 0.5, "diagnosis.accuracy": 0.6},
+        description="lowest test value allowed per metric",
+    )
+
+    @field_validator("primary")
+    @classmethod
+    def _distinct_metrics(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if not v or len(set(v)) != len(v):
+            raise ValueError(f"must list distinct <task>.<metric> names, at least one, got {list(v)}")
+        return _metric_names(v)
+
+    @field_validator("floors")
+    @classmethod
+    def _floor_names(cls, v: dict[str, float]) -> dict[str, float]:
+        _metric_names(tuple(v))
+        return v
+
+    def metric_names(self) -> tuple[str, ...]:
+        """Every metric the gate reads: the primary ones, then the floored ones."""
+        return tuple(dict.fromkeys((*self.primary, *self.floors)))
 
 
 DEFAULT_TASKS = (
@@ -272,6 +319,7 @@ class Params(_Strict):
     tracking: TrackingParams = TrackingParams()
     tune: TuneParams = TuneParams()
     evaluate: EvaluateParams = EvaluateParams()
+    registry: RegistryParams = RegistryParams()
 
     @model_validator(mode="after")
     def _check_tasks(self) -> Params:
@@ -297,6 +345,15 @@ class Params(_Strict):
                 raise ValueError(f"tune.selection.{field} = {value!r}: no task {task!r}; tasks are {names}")
         if selection.metric != "val_loss" and "." not in selection.metric:
             raise ValueError(f"tune.selection.metric = {selection.metric!r}: expected 'val_loss' or '<task>.<metric>'")
+        return self
+
+    @model_validator(mode="after")
+    def _check_registry_metrics(self) -> Params:
+        names = [t.name for t in self.tasks]
+        for key, metrics in (("registry.primary", self.registry.primary), ("registry.floors", self.registry.floors)):
+            unknown = [m for m in metrics if m.split(".", 1)[0] not in names]
+            if unknown:
+                raise ValueError(f"{key}: {unknown} name tasks that are not configured; tasks are {names}")
         return self
 
     @property

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -41,3 +43,23 @@ def build_data(params: Params, root: Path) -> Path:
 def tiny_data(tmp_path_factory) -> Path:
     """A data root for the tiny profile."""
     return build_data(tiny_params(), tmp_path_factory.mktemp("tiny_data"))
+
+
+@contextlib.contextmanager
+def isolated_mlflow(**env: str) -> Iterator[None]:
+    """Undo MLflow's process-wide state on exit (tracking URI, experiment, active run; it also exports them
+    as env vars); the ``env`` variables are set meanwhile."""
+    import mlflow
+
+    with pytest.MonkeyPatch.context() as mp:
+        for name in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
+            mp.delenv(name, raising=False)
+        for name, value in env.items():
+            mp.setenv(name, value)
+        mp.setattr(mlflow.tracking.fluent, "_active_experiment_id", None)  # restored on exit
+        try:
+            yield
+        finally:
+            while mlflow.active_run():
+                mlflow.end_run()
+            mlflow.set_tracking_uri(None)

@@ -6,7 +6,8 @@ import sys
 
 from pipeline.cli import main
 
-STAGES = ["ingest", "split", "preprocess", "augment", "train", "bench-balancers", "compare", "evaluate", "report", "apply-profile"]
+STAGES = ["ingest", "split", "preprocess", "augment", "tune", "train", "bench-balancers", "compare", "evaluate",
+          "report", "promote", "predict", "apply-profile"]
 
 
 def test_help_lists_every_stage_with_a_description():

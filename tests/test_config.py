@@ -27,6 +27,10 @@ def test_repository_params_file_is_valid():
         ({"tasks": [{"name": "lesion", "kind": "regression", "target": "mask"}]}, "tasks.0.kind = 'regression'"),
         ({"tasks": [{"name": "d", "kind": "classification", "target": "mask"}]}, "kind 'classification' needs target 'label'"),
         ({"train": {"folds": [0, 3]}, "split": {"k_folds": 2}}, "train.folds: [3] outside 0..1"),
+        ({"registry": {"primary": ["seg.dice"]}}, "registry.primary: ['seg.dice'] name tasks that are not configured"),
+        ({"registry": {"floors": {"lesion": 0.5}}}, "registry.floors: ['lesion'] are not <task>.<metric> names"),
+        ({"registry": {"floors": {"lesion.dice": 1.5}}}, "registry.floors.lesion.dice = 1.5"),
+        ({"registry": {"min_improvement": -0.1}}, "registry.min_improvement = -0.1"),
     ],
 )
 def test_bad_values_name_the_key_the_value_and_what_is_allowed(raw, expected):

@@ -55,7 +55,7 @@ def test_repro_is_incremental(tmp_path):
 
     first = _dvc(tmp_path, "repro")
     assert _ran(first) == {"ingest", "split", "preprocess", "augment", "tune", "train@equal", "train@atdwa",
-                           "evaluate", "report"}
+                           "evaluate", "report", "promote"}
     _assert_tracked(tmp_path, epochs=params["train"]["epochs"])
     assert "up to date" in _dvc(tmp_path, "status")
     assert _ran(_dvc(tmp_path, "repro")) == set()
@@ -63,11 +63,13 @@ def test_repro_is_incremental(tmp_path):
     params["tune"]["gamma"] = [0.5, 0.8, 0.9]
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     ran = _ran(_dvc(tmp_path, "repro"))
-    assert {"tune", "report"} <= ran <= {"tune", "train@atdwa", "evaluate", "report"}  # train@equal does not depend on it
+    # train@equal does not depend on the sweep; train@atdwa and what follows re-run if the selection changed
+    assert {"tune", "report"} <= ran <= {"tune", "train@atdwa", "evaluate", "report", "promote"}
     assert (tmp_path / "metrics" / "equal" / "metrics.json").is_file()
     assert (tmp_path / "metrics" / "equal" / "folds.json").is_file()
     assert set(json.loads((tmp_path / "reports" / "metrics.json").read_text())) == {"equal", "atdwa"}
     assert "## Table II: test metrics" in (tmp_path / "reports" / "report.md").read_text()
+    assert json.loads((tmp_path / "reports" / "promotion.json").read_text())["decision"] in ("promoted", "refused")
 
 
 def _assert_tracked(root: Path, epochs: int) -> None:

@@ -3,7 +3,6 @@ process, the logged model, no leaked secret, fail-fast connection and the histor
 
 from __future__ import annotations
 
-import contextlib
 import http.server
 import json
 import multiprocessing
@@ -29,6 +28,7 @@ from pipeline.tasks import build_tasks
 from pipeline.tracking import EpochLogger, child_run, connect, lineage_tags, log_fold_result, stage_run
 from pipeline.tracking.plots import task_weights_figure, val_loss_figure
 from pipeline.train.loop import FoldResult
+from tests.conftest import isolated_mlflow as shared_isolated_mlflow
 from tests.conftest import tiny_params
 
 SECRET = "fake-aws-secret-Zq81xT"
@@ -36,20 +36,9 @@ TASKS = ("lesion", "diagnosis")
 EPOCHS = 3
 
 
-@contextlib.contextmanager
 def isolated_mlflow():
-    """Undo MLflow's process-wide state (tracking URI, experiment, active run; it also exports them as env vars)."""
-    with pytest.MonkeyPatch.context() as mp:
-        for name in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
-            mp.delenv(name, raising=False)
-        mp.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
-        mp.setattr(mlflow.tracking.fluent, "_active_experiment_id", None)  # restored on exit
-        try:
-            yield
-        finally:
-            while mlflow.active_run():
-                mlflow.end_run()
-            mlflow.set_tracking_uri(None)
+    """MLflow's process-wide state undone on exit, with a credential in the environment meanwhile."""
+    return shared_isolated_mlflow(AWS_SECRET_ACCESS_KEY=SECRET)
 
 
 def fake_data_root(root: Path) -> Path:

@@ -1,0 +1,101 @@
+"""The registered model: an MLflow pyfunc ``PythonModel`` that rebuilds the network from its params and
+checkpoint, so ``mlflow.pyfunc.load_model("models:/<name>@champion")`` serves it.
+
+Input: images ``(B, C, S, S)`` float32, preprocessed as training saw them — grey, resized to
+``S = data.image_size``, replicated to ``C = data.channels`` and scaled to [-1, 1] (``x / 127.5 - 1``
+of the uint8 grey level); :mod:`pipeline.registry.inputs` does this for image files.
+
+Output: a pandas DataFrame, one row per image, with per task (MLflow's pyfunc and its scoring server
+accept a DataFrame of arrays, not a dict of per-task arrays):
+
+- binary segmentation ``<task>``: ``(S, S)`` float32 foreground probability (sigmoid of the logit);
+- multi-class segmentation ``<task>``: ``(K, S, S)`` float32 class probabilities (softmax over K);
+- classification ``<task>``: ``(K,)`` float32 class probabilities (softmax) and ``<task>_class``, the
+  name of the most probable class.
+
+The model's ``model_config`` holds the params that rebuild the network (``data.image_size``,
+``data.channels``, ``data.classes``, ``tasks``, ``model``); the artifact ``checkpoint`` is the
+training checkpoint (``["model"]`` is the state dict), loaded with ``weights_only=True``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import mlflow.pyfunc
+import numpy as np
+import pandas as pd
+import torch
+
+from pipeline.config import Params, parse_params
+from pipeline.errors import DataError
+from pipeline.models import build_model
+from pipeline.tasks import Task, build_tasks
+from pipeline.train.checkpoint import load_checkpoint
+
+CHECKPOINT = "checkpoint"
+"""Artifact key of the training checkpoint."""
+
+
+def model_config(params: Params) -> dict[str, Any]:
+    """The ``model_config`` logged with the model: the params that rebuild network and preprocessing.
+
+    ``model.pretrained_encoder`` is dropped: the weights come from the checkpoint, and the encoder file
+    need not exist where the model is served. ``registry`` is kept so that the params validate.
+    """
+    include = {"data": {"image_size", "channels", "classes"}, "tasks": True, "model": True, "registry": True}
+    dumped = params.model_dump(mode="json", include=include)
+    dumped["model"]["pretrained_encoder"] = None
+    return {"params": dumped}
+
+
+def model_params(config: Mapping[str, Any]) -> Params:
+    """The params of a model's :func:`model_config` (others at their defaults)."""
+    return parse_params(config["params"], "registered model config")
+
+
+def probability_frame(tasks: Sequence[Task], logits: Mapping[str, torch.Tensor]) -> pd.DataFrame:
+    """Network outputs ``{task: logits}`` (shapes as in :class:`~pipeline.models.base.MultiTaskModel`) →
+    the output DataFrame described in the module docstring."""
+    columns: dict[str, list[Any]] = {}
+    for task in tasks:
+        values = logits[task.name].detach().float().cpu()
+        if task.kind == "binary_segmentation":
+            probabilities = torch.sigmoid(values[:, 0])
+        else:
+            probabilities = torch.softmax(values, dim=1)
+        columns[task.name] = list(probabilities.numpy())
+        if task.kind == "classification":
+            columns[f"{task.name}_class"] = [task.class_names[i] for i in probabilities.argmax(dim=1).tolist()]
+    return pd.DataFrame(columns)
+
+
+class MultiTaskPyfunc(mlflow.pyfunc.PythonModel):
+    """The network of one training checkpoint behind MLflow's pyfunc interface (CPU).
+
+    After :meth:`load` (or MLflow's :meth:`load_context`): ``params``, ``tasks`` and ``network`` (the
+    :class:`~pipeline.models.base.MultiTaskModel` in eval mode).
+    """
+
+    def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
+        self.load(model_params(context.model_config), Path(context.artifacts[CHECKPOINT]))
+
+    def load(self, params: Params, checkpoint: Path) -> MultiTaskPyfunc:
+        """Build the network of ``params`` and load ``checkpoint["model"]`` into it."""
+        state = load_checkpoint(checkpoint)
+        if state is None:
+            raise DataError(f"{checkpoint}: checkpoint not found")
+        self.params = params
+        self.tasks = build_tasks(params)
+        network = build_model(params, self.tasks)
+        network.load_state_dict(state["model"])
+        self.network = network.eval()
+        return self
+
+    def predict(self, context: Any, model_input: np.ndarray, params: dict[str, Any] | None = None) -> pd.DataFrame:
+        """Images ``(B, C, S, S)`` float32 (preprocessed) → the output DataFrame (module docstring)."""
+        images = torch.from_numpy(np.ascontiguousarray(model_input, dtype=np.float32))
+        with torch.no_grad():
+            return probability_frame(self.tasks, self.network(images))

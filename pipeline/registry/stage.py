@@ -1,0 +1,190 @@
+"""The ``promote`` stage: register the best validated checkpoint in the MLflow model registry and move
+the ``champion`` alias to it when it passes the gate (aliases, not the deprecated registry stages).
+
+1. The candidate is the (balancer, fold) checkpoint with the best validation primary score
+   (:mod:`pipeline.registry.candidate`; selecting on test would leak the test set).
+2. Unless a version of ``registry.model_name`` already packages that checkpoint (same sha256), it is
+   logged as a pyfunc model (:mod:`pipeline.registry.pyfunc`) in a ``promote`` MLflow run and
+   registered as a new version, tagged with its balancer, fold, checkpoint sha256, the training run
+   that made it and the data version.
+3. Candidate and current champion are scored on the current test split (:mod:`pipeline.registry.scoring`)
+   and :func:`pipeline.registry.gate.decide` decides. The version gets the alias ``challenger``, and
+   ``champion`` too when the gate passes.
+4. The decision and its reasons go to ``report`` (``reports/promotion.json``, atomically) and to tags
+   of the version (``decision``, ``decision_reasons``, ``promotion_report``).
+
+Re-running changes nothing while nothing it depends on changed: when the candidate's version already
+holds a decision made with the same gate params, on the same data version, and ``champion`` still
+points where that decision left it, the recorded report is written again and no run, version, alias
+or tag is touched. Otherwise the existing version is gated again (no new version).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import torch
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.tracking import MlflowClient
+
+from pipeline.atomic import atomic_write_json
+from pipeline.config import Params
+from pipeline.data.folds import ArraySet, load_test
+from pipeline.registry.candidate import Candidate, select_candidate
+from pipeline.registry.gate import Decision, decide
+from pipeline.registry.scoring import score_on_test
+from pipeline.registry.store import CHALLENGER, CHAMPION, CHECKPOINT_TAG, aliases, load_model, log_model
+from pipeline.registry.store import version_of_checkpoint
+from pipeline.tracking import connect, lineage_tags, stage_run
+from pipeline.train.loop import to_tensors
+
+REPORT_TAG = "promotion_report"
+
+
+def run(params: Params, models_dir: Path, metrics_dir: Path, data_root: Path, report: Path) -> dict[str, Any]:
+    """Promote (or not) the best validated checkpoint; write and return the report document."""
+    name = params.registry.model_name
+    candidate = select_candidate(params, models_dir, metrics_dir)
+    sha256 = _sha256(candidate.checkpoint)
+    connect(params)
+    client = MlflowClient()
+    version = version_of_checkpoint(client, name, sha256)
+    recorded = json.loads(version.tags[REPORT_TAG]) if version and REPORT_TAG in version.tags else None
+    now = {
+        "champion": aliases(client, name).get(CHAMPION),
+        "data_version": lineage_tags(params, data_root)["data_version"],
+        "gate": params.registry.model_dump(mode="json"),
+    }
+    if recorded is not None and all(recorded.get(k) == v for k, v in now.items()):
+        document = recorded
+    else:
+        with stage_run(params, "promote", None, data_root) as promote_run:
+            document = _promote(params, client, candidate, sha256, version, data_root, promote_run.info.run_id)
+    atomic_write_json(report, document)
+    _print(document)
+    return document
+
+
+def _promote(
+    params: Params,
+    client: MlflowClient,
+    candidate: Candidate,
+    sha256: str,
+    version: ModelVersion | None,
+    data_root: Path,
+    run_id: str,
+) -> dict[str, Any]:
+    """Register the candidate unless ``version`` packages it already, gate it, move the aliases, record."""
+    name = params.registry.model_name
+    data_version = client.get_run(run_id).data.tags["data_version"]
+    test = load_test(data_root)
+    if version is None:
+        version = _register(params, client, candidate, sha256, test, data_version)
+    number = str(version.version)
+    scores = score_on_test(load_model(f"models:/{name}/{number}"), f"version {number}", params, test)
+    champion = aliases(client, name).get(CHAMPION)
+    champion_scores = None
+    if champion is not None and champion != number:
+        model = load_model(f"models:/{name}/{champion}")
+        champion_scores = score_on_test(model, f"the champion (version {champion})", params, test)
+    decision = decide(scores, champion_scores, params.registry)
+    client.set_registered_model_alias(name, CHALLENGER, number)
+    if decision.promote:
+        client.set_registered_model_alias(name, CHAMPION, number)
+    shown = params.registry.metric_names()
+    document = {
+        "model_name": name,
+        "version": number,
+        "decision": "promoted" if decision.promote else "refused",
+        "reasons": list(decision.reasons),
+        "champion": aliases(client, name).get(CHAMPION),
+        "candidate": {
+            "balancer": candidate.balancer,
+            "fold": candidate.fold,
+            "checkpoint": str(candidate.checkpoint),
+            CHECKPOINT_TAG: sha256,
+            "source_run_id": version.tags.get("source_run_id"),
+            "selected_on": "validation",
+            "validation": {m: candidate.validation[m] for m in shown},
+            "validation_score": candidate.score,
+            "test": {m: scores[m] for m in shown},
+            "test_score": decision.candidate_score,
+        },
+        "previous_champion": None if champion_scores is None else {
+            "version": champion,
+            "test": {m: champion_scores[m] for m in shown},
+            "test_score": decision.champion_score,
+        },
+        "gate": params.registry.model_dump(mode="json"),
+        "data_version": data_version,
+        "promote_run_id": run_id,
+    }
+    _record(client, document, decision)
+    return document
+
+
+def _register(
+    params: Params, client: MlflowClient, candidate: Candidate, sha256: str, test: ArraySet, data_version: str
+) -> ModelVersion:
+    """Log the candidate's pyfunc model to the active run and register it as a new version."""
+    example = to_tensors(test.read([0]), torch.device("cpu"))["image"].numpy()
+    info = log_model(params, candidate.checkpoint, example)
+    registered = mlflow.register_model(info.model_uri, params.registry.model_name, tags={
+        "balancer": candidate.balancer,
+        "fold": str(candidate.fold),
+        "checkpoint": str(candidate.checkpoint),
+        CHECKPOINT_TAG: sha256,
+        "source_run_id": _training_run(client, candidate, data_version),
+        "data_version": data_version,
+        "selected_on": "validation",
+    })
+    return client.get_model_version(params.registry.model_name, registered.version)
+
+
+def _record(client: MlflowClient, document: dict[str, Any], decision: Decision) -> None:
+    """The decision as tags of the version and of the active promote run, with its scores and the report."""
+    name, number = document["model_name"], document["version"]
+    for key, value in (
+        ("decision", document["decision"]),
+        ("decision_reasons", "; ".join(decision.reasons)),
+        (REPORT_TAG, json.dumps(document, sort_keys=True)),
+    ):
+        client.set_model_version_tag(name, number, key, value)
+    mlflow.set_tags({"registered_model": name, "model_version": number, "decision": document["decision"]})
+    mlflow.log_metric("candidate_test_score", decision.candidate_score)
+    if decision.champion_score is not None:
+        mlflow.log_metric("champion_test_score", decision.champion_score)
+    mlflow.log_dict(document, "promotion.json")
+
+
+def _training_run(client: MlflowClient, candidate: Candidate, data_version: str) -> str:
+    """The latest finished train-stage run of the candidate's balancer and fold on this data version."""
+    runs = client.search_runs(
+        [mlflow.active_run().info.experiment_id],
+        filter_string=(
+            f"tags.stage = 'train' and tags.balancer = '{candidate.balancer}' and tags.fold = '{candidate.fold}' "
+            f"and tags.data_version = '{data_version}' and attributes.status = 'FINISHED'"
+        ),
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    return runs[0].info.run_id if runs else "not found"
+
+
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
+def _print(document: dict[str, Any]) -> None:
+    c = document["candidate"]
+    print(
+        f"promote: {document['model_name']} version {document['version']} ({c['balancer']} fold {c['fold']}) "
+        f"{document['decision']}; champion: {'version ' + document['champion'] if document['champion'] else 'none'}"
+    )
+    for reason in document["reasons"]:
+        print(f"  - {reason}")
