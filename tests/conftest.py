@@ -10,6 +10,8 @@ import pytest
 
 from pipeline.config import Params, deep_merge, parse_params
 
+pytest_plugins = ["tests.ray_cluster"]  # the session's Ray cluster: fixtures ray_cluster, on_cluster
+
 TINY = {
     "seed": 7,
     "data": {

@@ -1,4 +1,8 @@
-"""A real, throw-away Ray cluster for tests (import the ``ray_cluster`` fixture into a test module).
+"""A real, throw-away Ray cluster for tests, shared by the whole session (a plugin of ``tests/conftest.py``).
+
+Register it once, never by importing the fixture into test modules: each import would be a fixture
+definition of its own, so a second module would start a second cluster and re-point this process's
+auth settings at it while the driver is still connected to the first, and Ray would end the process.
 
 ``ray start --head --block`` with 2 CPUs, its files in a temp dir. Token authentication stays on, as
 on a production cluster (Ray's GCS listens on every interface), with a random token in that temp dir
@@ -111,3 +115,10 @@ def _stop(process: subprocess.Popen) -> None:
     except ProcessLookupError:
         pass
     process.wait()
+
+
+@pytest.fixture
+def on_cluster(ray_cluster: RayCluster, monkeypatch: pytest.MonkeyPatch) -> RayCluster:
+    """The session's cluster, named by ``$RAY_ADDRESS`` for the code under test."""
+    monkeypatch.setenv("RAY_ADDRESS", ray_cluster.address)
+    return ray_cluster

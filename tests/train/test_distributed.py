@@ -25,7 +25,7 @@ from pipeline.train.checkpoint import BEST, LAST
 from pipeline.train.distributed import TorchComm, run_fold
 from pipeline.train.loop import Trainer
 from tests.conftest import build_data, tiny_params
-from tests.ray_cluster import free_port, ray_cluster  # noqa: F401  (fixture)
+from tests.ray_cluster import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -55,11 +55,6 @@ class EpochLog:
     def epochs(self) -> list[int]:
         return [int(line) for line in Path(self.path).read_text().split()] if Path(self.path).exists() else []
 
-
-@pytest.fixture
-def on_cluster(ray_cluster, monkeypatch):  # noqa: F811
-    monkeypatch.setenv("RAY_ADDRESS", ray_cluster.address)
-    return ray_cluster
 
 
 # ---------------------------------------------------------------- equivalence

@@ -18,7 +18,6 @@ from pipeline.config import deep_merge, with_overlay
 from pipeline.errors import ConfigError
 from pipeline.tune import stage
 from tests.conftest import TINY, tiny_params
-from tests.ray_cluster import ray_cluster  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.slow
 
@@ -30,11 +29,6 @@ SWEEP = {
     "tracking": {"system_metrics": False},
 }
 
-
-@pytest.fixture
-def on_cluster(ray_cluster, monkeypatch):  # noqa: F811
-    monkeypatch.setenv("RAY_ADDRESS", ray_cluster.address)
-    return ray_cluster
 
 
 def test_an_empty_grid_or_a_negative_gamma_is_a_config_error():
