@@ -84,6 +84,13 @@ def _predict(params, args) -> None:
     )
 
 
+def _submit(params, args) -> None:
+    importlib.import_module("pipeline.submit").run(
+        params, args.stage, commands=args.commands, address=args.address, working_dir=args.working_dir,
+        env=args.env, wait=not args.no_wait,
+    )
+
+
 def _apply_profile(params, args) -> None:
     importlib.import_module("pipeline.profiles").apply(args.profile, args.params)
 
@@ -158,8 +165,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-uri", help="MLflow model URI (default: models:/<registry.model_name>@champion)")
     p.add_argument("--out", type=Path, default=Path("predictions"), help="output folder (default: predictions)")
 
+    submit = p = add("submit", _submit, "run a pipeline command as a Ray job on a cluster (`ray job submit`)")
+    p.add_argument("stage", nargs="+", help="the command and its arguments, after `--` (e.g. -- train atdwa)")
+    p.add_argument("--address", help="the cluster: host:port (GCS) or http://host:8265 (default: ray.address, $RAY_ADDRESS)")
+    p.add_argument("--working-dir", type=Path, default=Path("."), help="project folder uploaded to the job (default: .)")
+    p.add_argument("--env", action="append", default=[], metavar="NAME", help="also forward this variable to the job")
+    p.add_argument("--no-wait", action="store_true", help="return once the job is submitted")
+
     p = add("apply-profile", _apply_profile, "merge a named profile (e.g. 'paper') into the params file")
     p.add_argument("profile")
+    submit.set_defaults(commands=tuple(sub.choices))  # what a submitted job may run
     return parser
 
 
