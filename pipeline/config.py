@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -369,6 +370,8 @@ SECRET_VARIABLES = (
     "MLFLOW_TRACKING_TOKEN",
     "RAY_AUTH_TOKEN",
 )
+TRACKING_CREDENTIAL_VARIABLES = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN")
+"""What MLflow's client sends a tracking server to log in (basic auth, or a bearer token)."""
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 
 
@@ -393,6 +396,27 @@ def ray_address(params: Params) -> str | None:
 def secret_values() -> tuple[str, ...]:
     """Values of credential variables in the environment, which must never be logged anywhere."""
     return tuple(v for name in SECRET_VARIABLES if (v := os.environ.get(name)))
+
+
+def tracking_credentials() -> dict[str, str]:
+    """The :data:`TRACKING_CREDENTIAL_VARIABLES` set in this process's environment.
+
+    Processes of a Ray cluster (Ray Train workers, Tune trials) get the environment of the node that
+    started them, not the driver's, so the driver hands these to the code that logs to MLflow there
+    (:class:`~pipeline.tracking.epochs.EpochLogger`, the sweep's context) inside the pickled object
+    itself, never as a param or a tag; see :func:`use_tracking_credentials`.
+    """
+    return {name: value for name in TRACKING_CREDENTIAL_VARIABLES if (value := os.environ.get(name))}
+
+
+def use_tracking_credentials(credentials: Mapping[str, str]) -> None:
+    """Put the driver's ``credentials`` (from :func:`tracking_credentials`) into this process's environment,
+    where MLflow's client reads them on every request.
+
+    Called in the Ray process that logs for the driver, before its first request; the driver's values
+    replace any the node has, so the worker logs as the user that owns the run.
+    """
+    os.environ.update(credentials)
 
 
 def _format_errors(source: str, exc: ValidationError) -> str:

@@ -11,6 +11,8 @@ from typing import Any
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
+from pipeline.config import tracking_credentials, use_tracking_credentials
+
 # record fields that identify the record rather than measure something: the step and a run tag
 IDENTIFYING = ("epoch", "fold")
 _INVALID_KEY_CHARS = re.compile(r"[^\w./ -]")
@@ -36,28 +38,32 @@ def numeric_metrics(values: Mapping[str, Any], step: int) -> list[Metric]:
 class EpochLogger:
     """``on_epoch`` callback: logs a record's numeric fields to run ``run_id`` at ``step = record["epoch"]``.
 
-    Picklable (it carries only the URI and run id), so the driver can build it and ship it to Ray
-    workers; each process opens its own client on first use. One ``log_batch`` call per epoch. The
+    Picklable (it carries the URI, the run id and the tracking credentials of the process that built
+    it, see :func:`pipeline.config.tracking_credentials`), so the driver can build it and ship it to Ray
+    workers, whose environment is the Ray node's, not the driver's; each process puts the credentials
+    into its environment and opens its own client on first use. One ``log_batch`` call per epoch. The
     identifying fields ``epoch`` and ``fold`` are not logged as metrics (the step and the run say them).
     A failure to log raises: a worker that cannot reach MLflow fails rather than train unrecorded.
     """
 
-    def __init__(self, tracking_uri: str, run_id: str):
+    def __init__(self, tracking_uri: str, run_id: str, credentials: Mapping[str, str] | None = None):
         self.tracking_uri = tracking_uri
         self.run_id = run_id
+        self.credentials = dict(tracking_credentials() if credentials is None else credentials)
         self._client: MlflowClient | None = None
 
-    def __getstate__(self) -> dict[str, str]:
-        return {"tracking_uri": self.tracking_uri, "run_id": self.run_id}
+    def __getstate__(self) -> dict[str, Any]:
+        return {"tracking_uri": self.tracking_uri, "run_id": self.run_id, "credentials": self.credentials}
 
-    def __setstate__(self, state: dict[str, str]) -> None:
-        self.__init__(state["tracking_uri"], state["run_id"])
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["tracking_uri"], state["run_id"], state["credentials"])
 
-    def __repr__(self) -> str:  # leaves out the URI, which may carry a password
+    def __repr__(self) -> str:  # leaves out the URI, which may carry a password, and the credentials
         return f"EpochLogger(run_id={self.run_id!r})"
 
     def __call__(self, record: Mapping[str, Any]) -> None:
         if self._client is None:
+            use_tracking_credentials(self.credentials)
             self._client = MlflowClient(self.tracking_uri)
         fields = {k: v for k, v in record.items() if k not in IDENTIFYING}
         self._client.log_batch(self.run_id, metrics=numeric_metrics(fields, step=int(record["epoch"])))

@@ -26,7 +26,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from ray.tune.schedulers import ASHAScheduler
 
 from pipeline.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
-from pipeline.config import Params, tracking_uri
+from pipeline.config import Params, tracking_credentials, tracking_uri
 from pipeline.errors import ConfigError, PipelineError
 from pipeline.evaluate.metrics import TaskMetrics
 from pipeline.tasks import build_tasks
@@ -64,6 +64,7 @@ def run(params: Params, data: Path, reports: Path) -> dict[str, Any]:
             tracking_uri=tracking_uri(params),
             experiment_id=parent.info.experiment_id,
             parent_run_id=parent.info.run_id,
+            tracking_credentials=tracking_credentials(),
         )
         grid = _tuner(params, context).fit()
         _adopt_earlier_runs(context)

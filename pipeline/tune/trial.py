@@ -21,14 +21,14 @@ from __future__ import annotations
 
 import json
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import ray.tune
 from mlflow.tracking import MlflowClient
 
-from pipeline.config import Params, parse_params
+from pipeline.config import Params, parse_params, use_tracking_credentials
 from pipeline.data.folds import load_fold
 from pipeline.tasks import build_tasks
 from pipeline.tracking import EpochLogger
@@ -47,7 +47,11 @@ FOLDS_FILE = "folds.json"
 
 @dataclass(frozen=True)
 class SweepContext:
-    """What every trial needs besides its grid point; picklable (params as JSON, paths as strings)."""
+    """What every trial needs besides its grid point; picklable (params as JSON, paths as strings).
+
+    ``tracking_credentials``: the driver's (:func:`pipeline.config.tracking_credentials`); a trial's
+    process has the Ray node's environment, so it sets them before talking to MLflow.
+    """
 
     params: dict[str, Any]
     data_root: str
@@ -55,10 +59,12 @@ class SweepContext:
     tracking_uri: str
     experiment_id: str
     parent_run_id: str
+    tracking_credentials: dict[str, str] = field(repr=False)
 
 
 def run_trial(config: dict[str, Any], context: SweepContext) -> None:
     """Tune's function trainable: train the grid point ``config`` on every fold, reporting after each."""
+    use_tracking_credentials(context.tracking_credentials)
     params = trial_params(parse_params(context.params, "tune sweep params"), config)
     key = trial_key(config)
     done = _folds_done(ray.tune.get_checkpoint())
