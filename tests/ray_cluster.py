@@ -19,7 +19,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,6 +31,8 @@ import pytest
 import ray
 from ray._private.authentication_test_utils import reset_auth_token_state
 
+from infra.local.stack import free_port
+
 REPO = Path(__file__).resolve().parents[1]
 NUM_CPUS = 2
 START_TIMEOUT_S = 90.0
@@ -42,13 +43,6 @@ STOP_TIMEOUT_S = 30.0
 class RayCluster:
     address: str
     num_cpus: int
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on (at the time of asking)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
