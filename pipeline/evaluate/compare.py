@@ -2,7 +2,8 @@
 
 A balancer beats the baselines when, for every task, its primary test metric (segmentation: mean
 per-image Dice; classification: accuracy), averaged over folds, is above the best constant
-predictor's (all-background / all-foreground masks; the majority class).
+predictor's (all-background / all-foreground masks; the majority class) by more than
+:data:`TIE_TOLERANCE`: a mean over folds that equals the baseline up to float rounding is a tie.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from pipeline.config import Params
 from pipeline.errors import DataError, PipelineError
 from pipeline.tasks import build_tasks
 
+TIE_TOLERANCE = 1e-9
+"""Margins within this are rounding: (0.56 + 0.64) / 2 is 0.6000000000000001, the majority class's 0.6."""
 PRIMARY = {"binary_segmentation": "dice", "multiclass_segmentation": "dice", "classification": "accuracy"}
 
 
@@ -33,7 +36,7 @@ def verdicts(params: Params, metrics_dir: Path) -> list[dict[str, Any]]:
             model = doc["mean"]["test"][task.name][metric]
             baseline = max(b[metric] for b in doc["baseline"]["test"][task.name].values())
             row[task.name] = (metric, model, baseline)
-            row["beats"] &= model > baseline
+            row["beats"] &= model > baseline + TIE_TOLERANCE
         rows.append(row)
     return rows
 

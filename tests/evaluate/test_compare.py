@@ -29,6 +29,12 @@ def test_a_balancer_at_the_majority_accuracy_does_not_beat_the_baselines(tmp_pat
     run(params, tmp_path, strict=False)  # report only
 
 
+def test_a_fold_mean_that_equals_the_majority_up_to_rounding_is_a_tie(tmp_path):
+    params = tiny_params(train={"balancers": ["gradnorm"]})
+    _write(tmp_path, "gradnorm", dice=0.8, accuracy=(0.56 + 0.64) / 2)  # 0.6000000000000001
+    assert [r["beats"] for r in verdicts(params, tmp_path)] == [False]
+
+
 def test_missing_metrics_name_the_file(tmp_path):
     with pytest.raises(PipelineError, match=r"equal/folds.json: not found"):
         verdicts(tiny_params(train={"balancers": ["equal"]}), tmp_path)
