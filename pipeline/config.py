@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -396,6 +396,11 @@ def ray_address(params: Params) -> str | None:
 def secret_values() -> tuple[str, ...]:
     """Values of credential variables in the environment, which must never be logged anywhere."""
     return tuple(v for name in SECRET_VARIABLES if (v := os.environ.get(name)))
+
+
+def environment(names: Iterable[str]) -> dict[str, str]:
+    """The variables among ``names`` that are set in this process's environment (e.g. to forward to a job)."""
+    return {name: os.environ[name] for name in names if name in os.environ}
 
 
 def tracking_credentials() -> dict[str, str]:

@@ -17,7 +17,6 @@ dashboard to everyone who can open it. To a token-authenticated cluster, ``ray``
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import shutil
 import subprocess
@@ -25,7 +24,7 @@ import sys
 from collections.abc import Collection, Sequence
 from pathlib import Path
 
-from pipeline.config import Params, ray_address
+from pipeline.config import Params, environment, ray_address
 from pipeline.errors import ConfigError, PipelineError
 from pipeline.tracking.redaction import redact
 
@@ -67,10 +66,10 @@ def job_command(params: Params, stage_args: Sequence[str], *, commands: Collecti
         raise ConfigError(f"submit: {stage[:1] or 'no stage'} is not a pipeline command; expected one of {allowed}")
     if not Path(working_dir).is_dir():
         raise ConfigError(f"submit --working-dir {working_dir}: not a folder")
-    unset = [name for name in env if name not in os.environ]
+    forwarded = environment((*FORWARDED, *env))
+    unset = [name for name in env if name not in forwarded]
     if unset:
         raise ConfigError(f"submit --env: {unset} are not set in this environment")
-    forwarded = {name: os.environ[name] for name in (*FORWARDED, *env) if name in os.environ}
     runtime_env = {"working_dir": str(Path(working_dir).resolve()), "excludes": list(EXCLUDES), "env_vars": forwarded}
     return [
         _ray_executable(), "job", "submit", f"--address={address}",
