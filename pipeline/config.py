@@ -411,7 +411,7 @@ def tracking_credentials() -> dict[str, str]:
     (:class:`~pipeline.tracking.epochs.EpochLogger`, the sweep's context) inside the pickled object
     itself, never as a param or a tag; see :func:`use_tracking_credentials`.
     """
-    return {name: value for name in TRACKING_CREDENTIAL_VARIABLES if (value := os.environ.get(name))}
+    return environment(TRACKING_CREDENTIAL_VARIABLES)
 
 
 def use_tracking_credentials(credentials: Mapping[str, str]) -> None:

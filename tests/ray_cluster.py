@@ -34,6 +34,8 @@ from ray._private.authentication_test_utils import reset_auth_token_state
 from infra.local.stack import free_port
 
 REPO = Path(__file__).resolve().parents[1]
+RAY = str(Path(sys.executable).with_name("ray"))
+"""The ``ray`` command of the test environment."""
 NUM_CPUS = 2
 START_TIMEOUT_S = 90.0
 STOP_TIMEOUT_S = 30.0
@@ -121,7 +123,7 @@ def _wait_for_job_server(cluster: TwoNodeCluster) -> None:
     """Submit no-op jobs until one succeeds: the job server answers 'No available agent' (HTTP 500)
     until the head's dashboard agent has registered, which takes a while on a busy machine."""
     deadline = time.monotonic() + START_TIMEOUT_S
-    command = [str(Path(sys.executable).with_name("ray")), "job", "submit", f"--address={cluster.address}",
+    command = [RAY, "job", "submit", f"--address={cluster.address}",
                "--", "python", "-c", "pass"]
     while (done := subprocess.run(command, env=cluster.env, capture_output=True, text=True)).returncode != 0:
         if time.monotonic() > deadline:
@@ -144,7 +146,7 @@ def _start_node(args: list[str], env: dict[str, str], log: Path) -> subprocess.P
     with open(log, "wb") as out:
         process = subprocess.Popen(
             [
-                str(Path(sys.executable).with_name("ray")), "start", "--block", *args, "--num-gpus=0",
+                RAY, "start", "--block", *args, "--num-gpus=0",
                 "--disable-usage-stats", "--node-ip-address=127.0.0.1", f"--dashboard-agent-listen-port={free_port()}",
             ],
             env={**env, "PYTHONPATH": str(REPO), "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0"},

@@ -17,6 +17,7 @@ from pipeline.config import deep_merge
 from pipeline.errors import ConfigError
 from pipeline.submit import job_command
 from tests.conftest import TINY, tiny_params
+from tests.ray_cluster import RAY
 
 COMMANDS = build_parser().parse_args(["submit", "train"]).commands  # what the CLI hands to submit
 
@@ -49,7 +50,7 @@ def test_a_submitted_training_job_runs_its_two_workers_on_both_nodes(two_node_cl
 
 def _actors(cluster, class_name: str) -> list[dict]:
     listed = subprocess.run(
-        [str(Path(sys.executable).with_name("ray")), "list", "actors", "--address", cluster.dashboard,
+        [RAY, "list", "actors", "--address", cluster.dashboard,
          "--filter", f"class_name={class_name}", "--detail", "--format", "json", "--limit", "100"],
         env=cluster.env, capture_output=True, text=True, timeout=60, check=True,
     )
