@@ -158,6 +158,16 @@ class TrainParams(_Strict):
     plateau_patience: int = Field(5, ge=0)
     num_threads: int = Field(0, ge=0, description="torch intra-op threads; 0 = torch default")
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    amp: Literal["off", "bf16", "fp16"] = Field(
+        "off", description="mixed precision of the forward pass (see pipeline/train/compute_format.py)"
+    )
+    channels_last: bool = Field(False, description="NHWC weights and images (fastest cuDNN/oneDNN kernels)")
+
+    @field_validator("amp", mode="before")
+    @classmethod
+    def _yaml_off(cls, v: Any) -> Any:
+        """YAML 1.1 (PyYAML, DVC) reads an unquoted ``amp: off`` as ``False``: that means ``off``."""
+        return "off" if v is False else v
 
     @field_validator("balancers")
     @classmethod

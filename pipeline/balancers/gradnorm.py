@@ -102,8 +102,13 @@ class GradNormBalancer(Balancer):
         return self._weights.detach().clone()
 
     def head_inputs(self, features: list[torch.Tensor]) -> list[torch.Tensor]:
-        """Detached leaf copies (sharing storage) of ``features``, where the task gradients collect."""
-        return [f.detach().requires_grad_() for f in features]
+        """Detached leaves of ``features``, at least float32, where the task gradients collect.
+
+        Float32/64 features are shared, not copied. Under mixed precision (bf16/fp16 features) the
+        leaves are float32 copies, so the task gradients are accumulated in float32: fp16 would
+        overflow once multiplied by the loss scale, or underflow without it.
+        """
+        return [f.detach().to(torch.promote_types(f.dtype, torch.float32)).requires_grad_() for f in features]
 
     def backward(
         self,

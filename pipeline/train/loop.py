@@ -10,6 +10,7 @@ reason, which also makes a resumed run bit-identical to an uninterrupted one on 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import time
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ from pipeline.models.base import MultiTaskModel
 from pipeline.tasks import Task
 from pipeline.train.checkpoint import CheckpointStore
 from pipeline.train.comm import Comm, LocalComm
+from pipeline.train.compute_format import ComputeFormat
 from pipeline.train.early_stopping import EarlyStopping
 from pipeline.train.efficiency import PeakMemory, StepTimer
 
@@ -91,11 +93,19 @@ def forward_backward(
     loss_fns: list[torch.nn.Module],
     batch: dict[str, torch.Tensor],
     scale: float = 1.0,
+    compute: ComputeFormat | None = None,
 ) -> torch.Tensor:
-    """Forward one chunk and let the balancer accumulate ``scale``-weighted gradients; returns losses ``(K,)``."""
-    features = model.encode(batch["image"])
-    head_inputs = balancer.head_inputs(features)
-    outputs = model.decode(head_inputs)
+    """Forward one chunk and let the balancer accumulate ``scale``-weighted gradients; returns losses ``(K,)``.
+
+    The forward pass runs in ``compute``'s layout and autocast (float32 by default); the heads' outputs are cast
+    to float32, so losses and the balancer's backward are float32 whatever the precision.
+    """
+    images = batch["image"] if compute is None else compute.prepare_images(batch["image"])
+    with compute.autocast() if compute is not None else contextlib.nullcontext():
+        features = model.encode(images)
+        head_inputs = balancer.head_inputs(features)
+        outputs = model.decode(head_inputs)
+    outputs = {name: out.float() for name, out in outputs.items()}
     losses = task_losses(tasks, loss_fns, outputs, batch)
     balancer.backward(losses, model, features, head_inputs, scale)
     return torch.stack(losses).detach()
@@ -134,7 +144,8 @@ class Trainer:
             torch.set_num_threads(cfg.num_threads)
 
         torch.manual_seed(params.seed)  # identical initial weights on every rank
-        self.model = build_model(params, tasks).to(self.device)
+        self.compute = ComputeFormat.from_params(cfg, self.device)
+        self.model = self.compute.prepare_model(build_model(params, tasks).to(self.device))
         self.balancer = build_balancer(balancer_name, [t.name for t in tasks], params)
         self.loss_fns = [t.loss_fn() for t in tasks]
         trainable = list(self.model.parameters()) + self.balancer.parameters()
@@ -174,6 +185,7 @@ class Trainer:
             "best_model": self.best_model,
             "torch_rng": torch.get_rng_state(),
             "timer": self.timer.state_dict(),
+            "compute": self.compute.state_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -188,6 +200,7 @@ class Trainer:
         self.best_model = state["best_model"]
         torch.set_rng_state(state["torch_rng"])
         self.timer.load_state_dict(state["timer"])
+        self.compute.load_state_dict(state["compute"])
 
     # ------------------------------------------------------------------ loop
     def fit(
@@ -266,14 +279,16 @@ class Trainer:
         for step in range(steps):
             self.timer.start_step()
             batch = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
+            scale = self.compute.loss_scale() / cfg.grad_accum_steps
             for micro in range(cfg.grad_accum_steps):
                 chunk_id = comm.rank * cfg.grad_accum_steps + micro
                 rows = np.sort(batch[chunk_id * self.chunk : (chunk_id + 1) * self.chunk])
                 torch.manual_seed(_chunk_seed(self.params.seed, self.fold, epoch, step, chunk_id))
-                loss_sum += self._backward_chunk(self.data.train, rows, 1.0 / cfg.grad_accum_steps)
-            _average_gradients(trainable, comm)
+                loss_sum += self._backward_chunk(self.data.train, rows, scale)
+            _average_gradients(trainable, comm)  # before unscaling, so an fp16 overflow skips the step on every rank
+            self.compute.unscale_(self.optimizer)
             self.balancer.step(comm)
-            self.optimizer.step()
+            self.compute.step(self.optimizer)
             self.optimizer.zero_grad(set_to_none=True)
             self.timer.end_step()
             if self.check_rank_consistency:
@@ -285,7 +300,7 @@ class Trainer:
 
     def _backward_chunk(self, source: ArraySet, rows: np.ndarray, scale: float) -> torch.Tensor:
         batch = to_tensors(source.read(rows), self.device)
-        return forward_backward(self.model, self.balancer, self.tasks, self.loss_fns, batch, scale)
+        return forward_backward(self.model, self.balancer, self.tasks, self.loss_fns, batch, scale, self.compute)
 
     def _assert_ranks_agree(self, epoch: int, step: int) -> None:
         """Raise if any rank's balancer weights or model parameters differ from the others' (debug aid)."""
@@ -301,24 +316,35 @@ class Trainer:
 
     def evaluate(self, source: ArraySet) -> tuple[torch.Tensor, dict[str, dict[str, float]]]:
         """:func:`evaluate` of this trainer's model on ``source``."""
-        return evaluate(self.model, self.tasks, source, self.params.train.batch_size, self.device, self.loss_fns)
+        return evaluate(
+            self.model, self.tasks, source, self.params.train.batch_size, self.device, self.loss_fns, self.compute
+        )
 
 
 def predict_batches(
-    model: MultiTaskModel, source: ArraySet, batch_size: int, device: torch.device
+    model: MultiTaskModel,
+    source: ArraySet,
+    batch_size: int,
+    device: torch.device,
+    compute: ComputeFormat | None = None,
 ) -> Iterator[tuple[np.ndarray, dict[str, torch.Tensor], dict[str, torch.Tensor]]]:
     """Run ``model`` in eval mode, without gradients, over ``source`` in order, ``batch_size`` rows at a time.
 
     Yields ``(rows, batch, outputs)``: the row indices ``(B,)`` of ``source``, the batch as
-    :func:`to_tensors` makes it and the model's ``{task: logits}`` for it.
+    :func:`to_tensors` makes it and the model's float32 ``{task: logits}`` for it, computed in
+    ``compute``'s precision and layout (float32, contiguous by default).
     """
     model.eval()
     for start in range(0, len(source), batch_size):
         rows = np.arange(start, min(start + batch_size, len(source)))
         batch = to_tensors(source.read(rows), device)
         with torch.no_grad():
-            outputs = model(batch["image"])
-        yield rows, batch, outputs
+            if compute is None:
+                outputs = model(batch["image"])
+            else:
+                with compute.autocast():
+                    outputs = model(compute.prepare_images(batch["image"]))
+        yield rows, batch, {name: out.float() for name, out in outputs.items()}
 
 
 @torch.no_grad()
@@ -329,12 +355,14 @@ def evaluate(
     batch_size: int,
     device: torch.device,
     loss_fns: list[torch.nn.Module] | None = None,
+    compute: ComputeFormat | None = None,
 ) -> tuple[torch.Tensor, dict[str, dict[str, float]]]:
-    """Mean per-task losses ``(K,)`` (per-sample weighted) and metrics ``{task: {metric: value}}`` on ``source``."""
+    """Mean per-task losses ``(K,)`` (per-sample weighted) and metrics ``{task: {metric: value}}`` on ``source``,
+    the model run in ``compute``'s precision and layout (see :func:`predict_batches`)."""
     loss_fns = loss_fns or [t.loss_fn() for t in tasks]
     metrics = [TaskMetrics(t) for t in tasks]
     loss_sum = torch.zeros(len(tasks), device=device)
-    for rows, batch, outputs in predict_batches(model, source, batch_size, device):
+    for rows, batch, outputs in predict_batches(model, source, batch_size, device, compute):
         loss_sum += torch.stack(task_losses(tasks, loss_fns, outputs, batch)) * len(rows)
         for t, m in zip(tasks, metrics):
             m.update(outputs[t.name], batch[t.target])
