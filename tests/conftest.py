@@ -32,13 +32,9 @@ def tiny_params(**overrides) -> Params:
 
 def build_data(params: Params, root: Path) -> Path:
     """Run the data stages for ``params`` into ``root`` (``ingested/ split/ preprocessed/ augmented/``)."""
-    from pipeline.data import augment, ingest, preprocess, split
+    from pipeline.data.build import build_data_root
 
-    ingest.run(params, out_dir=root / "ingested")
-    split.run(params, ingested=root / "ingested", out_dir=root / "split")
-    preprocess.run(params, ingested=root / "ingested", out_dir=root / "preprocessed")
-    augment.run(params, preprocessed=root / "preprocessed", split=root / "split", out_dir=root / "augmented")
-    return root
+    return build_data_root(params, root)
 
 
 @pytest.fixture(scope="session")

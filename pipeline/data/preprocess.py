@@ -19,6 +19,7 @@ import functools
 import hashlib
 import json
 import multiprocessing
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -37,6 +38,9 @@ from pipeline.paths import MANIFEST
 
 ARRAY_DTYPES = {"image": np.dtype(np.uint8), "mask": np.dtype(np.uint8), "label": np.dtype(np.int64)}
 CHUNK = 32  # rows per task handed to a worker process
+# Seconds from creating a worker pool to its first result: the fork server imports the stage's module
+# (torch, albumentations, OpenCV), 2.2 s on the 2-core benchmark machine (`make bench`, scaling part).
+POOL_START_S = 2.5
 
 Batch = dict[str, np.ndarray]
 
@@ -110,22 +114,30 @@ def map_chunks(
 ) -> Iterator[Batch]:
     """Yield ``fn(chunk)`` for every chunk, in order, with a tqdm bar counting ``total`` rows.
 
-    ``workers > 1`` runs ``fn`` (picklable) on that many processes forked from a clean fork server (not from
-    this possibly multi-threaded process), which pre-imports ``fn``'s module once; ``1`` runs it here.
-    The output does not depend on ``workers``.
+    Chunks run in this process first. With ``workers > 1``, once the chunks left would take longer
+    here, at the pace measured so far, than on a pool of ``workers`` processes including the pool's
+    start-up (:data:`POOL_START_S`), the rest run on such a pool (``fn`` must be picklable). Its
+    processes are forked from a clean fork server (not from this possibly multi-threaded process)
+    that pre-imports ``fn``'s module once. A small dataset therefore never waits for a pool that
+    would cost more than its whole stage. The output does not depend on ``workers``.
     """
     with tqdm(total=total, desc=desc, unit="img") as bar:
-        if workers == 1:
-            for chunk in chunks:
-                batch = fn(chunk)
-                bar.update(len(batch["label"]))
-                yield batch
+        started, done = time.perf_counter(), 0
+        while done < len(chunks):
+            batch = fn(chunks[done])
+            done += 1
+            bar.update(len(batch["label"]))
+            yield batch
+            left = (time.perf_counter() - started) / done * (len(chunks) - done)
+            if workers > 1 and left > POOL_START_S + left / workers:
+                break
+        if done == len(chunks):
             return
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload([getattr(fn, "func", fn).__module__])
         pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_single_threaded_cv2)
         try:
-            for batch in pool.map(fn, chunks):
+            for batch in pool.map(fn, chunks[done:]):
                 bar.update(len(batch["label"]))
                 yield batch
         finally:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from pipeline.config import AUGMENTATIONS
-from pipeline.data import augment
+from pipeline.data import augment, preprocess
 from pipeline.data.folds import AUGMENTED_DIR, PREPROCESSED_DIR, SPLIT_DIR
 from tests.data.fixtures_arrays import build_data_root, flips, make_params
 
@@ -69,9 +69,10 @@ def test_every_transform_changes_the_image_and_flips_move_image_and_mask_togethe
             assert np.array_equal(aug["mask"][i], np.flip(pre["mask"][row], axis))
 
 
-def test_same_seed_gives_identical_arrays_for_any_worker_count(root, tmp_path):
+def test_same_seed_gives_identical_arrays_for_any_worker_count(root, tmp_path, monkeypatch):
     reference, _ = _load(root / AUGMENTED_DIR)
     again, _ = _augment(root, tmp_path / "again")
+    monkeypatch.setattr(preprocess, "POOL_START_S", 0.0)  # the pool takes over after the first chunk
     two_workers, _ = _augment(root, tmp_path / "two", data={"workers": 2})
     other_seed, _ = _augment(root, tmp_path / "other", seed=4)
     assert reference == again == two_workers
