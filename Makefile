@@ -29,7 +29,7 @@ test: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q
 
 bench: $(STAMP)
-	$(BIN)/python -m pipeline bench-balancers
+	$(BIN)/python -m pipeline bench
 
 clean-venv:
 	rm -rf $(VENV)

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from pipeline import paths
+from pipeline.bench import PARTS
 from pipeline.config import BALANCERS, DEFAULT_PARAMS, load_params, with_overlay
 from pipeline.errors import PipelineError
 
@@ -50,9 +51,9 @@ def _tune(params, args) -> None:
     importlib.import_module("pipeline.tune.stage").run(params, data=paths.DATA, reports=args.out)
 
 
-def _bench_balancers(params, args) -> None:
-    importlib.import_module("pipeline.train.bench").run(
-        params, steps=args.steps, image_size=args.image_size, batch_size=args.batch_size, params_path=args.params
+def _bench(params, args) -> None:
+    importlib.import_module("pipeline.bench.suite").run(
+        params, params_path=args.params, parts=args.parts, out=args.out, quick=args.quick
     )
 
 
@@ -134,10 +135,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("tune", _tune, "grid sweep (Ray Tune) of ATDWA's gamma, T0 and window, cross-validated on the folds")
     p.add_argument("--out", type=Path, default=paths.REPORTS)
 
-    p = add("bench-balancers", _bench_balancers, "step time and peak memory of every balancer vs equal")
-    p.add_argument("--steps", type=int, default=12, help="measured steps per balancer (after warm-up)")
-    p.add_argument("--image-size", type=int, default=128)
-    p.add_argument("--batch-size", type=int, default=16)
+    p = add("bench", _bench, "benchmark suite: balancer overhead, input path, distributed overhead, data scaling")
+    p.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS), help="parts to run (default: all)")
+    p.add_argument("--out", type=Path, default=paths.REPORTS / "bench.json")
+    p.add_argument("--quick", action="store_true", help="fewest rounds: checks the suite runs, figures are rough")
 
     p = add("compare", _compare, "test metrics of every balancer against trivial predictors")
     p.add_argument("--metrics", type=Path, default=paths.METRICS)

@@ -2,20 +2,20 @@
 
 Every balancer trains its own copy of the same initial model on the same fixed batches. Timing:
 after warm-up, one optimiser step of each balancer per round, the order rotated every round, and
-the median over rounds is reported (these machines are noisy; interleaving exposes all balancers to
-the same noise). Peak memory: on CUDA the allocator's peak during the measured steps; on the CPU
-the process's RSS high-water mark cannot be reset, so each balancer is run in a fresh subprocess
-(alternating balancers, ``memory_rounds`` times) and the rise of the peak RSS above the RSS before
-its first step is reported (MiB, median over rounds).
+the median over rounds is reported (:func:`pipeline.bench.timing.interleaved`). Peak memory: on
+CUDA the allocator's peak during the measured steps; on the CPU the process's RSS high-water mark
+cannot be reset, so each balancer is run in a fresh subprocess (alternating balancers,
+``memory_rounds`` times) and the rise of the peak RSS above the RSS before its first step is
+reported (MiB, median over rounds).
 """
 
 from __future__ import annotations
 
+import itertools
 import resource
-import statistics
 import subprocess
 import sys
-import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,26 +23,29 @@ from typing import Any
 import psutil
 import torch
 
-from pipeline import paths
-from pipeline.atomic import atomic_write_json
 from pipeline.balancers import build_balancer
 from pipeline.balancers.base import Balancer
 from pipeline.config import Params
 from pipeline.models import build_model
 from pipeline.models.base import MultiTaskModel
+from pipeline.bench.timing import interleaved, median
 from pipeline.tasks import Task, build_tasks
 from pipeline.train.comm import LocalComm
+from pipeline.train.compute_format import ComputeFormat
 from pipeline.train.loop import forward_backward, select_device
 
 WARMUP_STEPS = 3
 
 
 @dataclass
-class _Contender:
+class Contender:
+    """One balancer's own model, balancer state and optimiser."""
+
     name: str
     model: MultiTaskModel
     balancer: Balancer
     optimizer: torch.optim.Optimizer
+    compute: ComputeFormat
 
 
 def fixed_batches(tasks: tuple[Task, ...], n: int, batch_size: int, image_size: int, channels: int,
@@ -65,48 +68,53 @@ def fixed_batches(tasks: tuple[Task, ...], n: int, batch_size: int, image_size: 
     return batches
 
 
-def _contender(name: str, params: Params, tasks: tuple[Task, ...], device: torch.device) -> _Contender:
+def contender(name: str, params: Params, tasks: tuple[Task, ...], device: torch.device) -> Contender:
+    """A fresh model (seeded: identical for every balancer), the balancer ``name`` and Adam over both,
+    in the precision and layout of ``params.train`` (``amp``, ``channels_last``)."""
     torch.manual_seed(params.seed)
-    model = build_model(params, tasks).to(device)
+    compute = ComputeFormat.from_params(params.train, device)
+    model = compute.prepare_model(build_model(params, tasks).to(device))
     balancer = build_balancer(name, [t.name for t in tasks], params)
     optimizer = torch.optim.Adam(list(model.parameters()) + balancer.parameters(), lr=params.train.lr)
-    return _Contender(name, model, balancer, optimizer)
+    return Contender(name, model, balancer, optimizer, compute)
 
 
-def _step(c: _Contender, tasks, loss_fns, batch) -> None:
-    forward_backward(c.model, c.balancer, tasks, loss_fns, batch)
+def train_step(c: Contender, tasks: tuple[Task, ...], loss_fns: list[torch.nn.Module],
+               batch: dict[str, torch.Tensor]) -> None:
+    """One optimiser step of ``c`` on ``batch``, as the training loop takes it (one process, no accumulation)."""
+    forward_backward(c.model, c.balancer, tasks, loss_fns, batch, c.compute.loss_scale(), c.compute)
+    c.compute.unscale_(c.optimizer)
     c.balancer.step(LocalComm())
-    c.optimizer.step()
+    c.compute.step(c.optimizer)
     c.optimizer.zero_grad(set_to_none=True)
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+def synchronizer(device: torch.device) -> Callable[[], None]:
+    """Waits for the device's queued work (CUDA), so that a timed step covers it; nothing on the CPU."""
+    return (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
 
 
 def measure_step_times(params: Params, balancers: tuple[str, ...], steps: int, batch_size: int,
                        image_size: int) -> dict[str, list[float]]:
-    """Interleaved per-step wall times (ms) of each balancer on the same batches."""
+    """Interleaved per-step wall times (s) of each balancer on the same batches, after a warm-up."""
     device = select_device(params.train.device)
     tasks = build_tasks(params)
     loss_fns = [t.loss_fn() for t in tasks]
     batches = fixed_batches(tasks, 4, batch_size, image_size, params.data.channels, device)
-    contenders = [_contender(b, params, tasks, device) for b in balancers]
-    for c in contenders:
+    contenders = {b: contender(b, params, tasks, device) for b in balancers}
+    for c in contenders.values():
         c.model.train()
-        for i in range(WARMUP_STEPS):
-            _step(c, tasks, loss_fns, batches[i % len(batches)])
-    times: dict[str, list[float]] = {c.name: [] for c in contenders}
-    for r in range(steps):
-        batch = batches[r % len(batches)]
-        for c in contenders[r % len(contenders):] + contenders[: r % len(contenders)]:
-            _sync(device)
-            start = time.perf_counter()
-            _step(c, tasks, loss_fns, batch)
-            _sync(device)
-            times[c.name].append((time.perf_counter() - start) * 1e3)
-    return times
+
+    def stepper(c: Contender) -> Callable[[], None]:
+        cycle = itertools.cycle(batches)  # every balancer sees the same sequence of batches
+        return lambda: train_step(c, tasks, loss_fns, next(cycle))
+
+    return interleaved(
+        {b: stepper(c) for b, c in contenders.items()},
+        rounds=steps,
+        warmup=WARMUP_STEPS,
+        sync=synchronizer(device),
+    )
 
 
 def peak_memory_mib(params: Params, balancer: str, steps: int, batch_size: int, image_size: int) -> float:
@@ -119,38 +127,44 @@ def peak_memory_mib(params: Params, balancer: str, steps: int, batch_size: int, 
     tasks = build_tasks(params)
     loss_fns = [t.loss_fn() for t in tasks]
     batches = fixed_batches(tasks, 2, batch_size, image_size, params.data.channels, device)
-    c = _contender(balancer, params, tasks, device)
+    c = contender(balancer, params, tasks, device)
     c.model.train()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
         before = torch.cuda.memory_allocated(device)
         for i in range(steps):
-            _step(c, tasks, loss_fns, batches[i % 2])
+            train_step(c, tasks, loss_fns, batches[i % 2])
         torch.cuda.synchronize(device)
         return (torch.cuda.max_memory_allocated(device) - before) / 2**20
     before = psutil.Process().memory_info().rss
     for i in range(steps):
-        _step(c, tasks, loss_fns, batches[i % 2])
+        train_step(c, tasks, loss_fns, batches[i % 2])
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
     return (peak - before) / 2**20
 
 
 def _memory_in_subprocess(params_path: Path, balancer: str, batch_size: int, image_size: int) -> float:
     code = (
-        "import sys; from pipeline.config import load_params; from pipeline.train.bench import peak_memory_mib;"
+        "import sys; from pipeline.config import load_params; from pipeline.bench.balancers import peak_memory_mib;"
         f"print(peak_memory_mib(load_params(sys.argv[1]), {balancer!r}, 3, {batch_size}, {image_size}))"
     )
     out = subprocess.run([sys.executable, "-c", code, str(params_path)], check=True, capture_output=True, text=True)
     return float(out.stdout.strip().splitlines()[-1])
 
 
-def run(params: Params, steps: int, image_size: int, batch_size: int, params_path: Path = Path("params.yaml"),
-        memory_rounds: int = 3, out: Path = paths.REPORTS / "bench_balancers.json") -> dict[str, Any]:
-    """Measure, print a table of ratios against ``equal`` and write ``out``; returns the results."""
+def default_image_size(device: torch.device) -> int:
+    """The side (px) the balancer overhead is measured at: 256 on a GPU, 128 on the CPU."""
+    return 256 if device.type == "cuda" else 128
+
+
+def run(params: Params, params_path: Path, steps: int = 30, batch_size: int = 16, image_size: int | None = None,
+        memory_rounds: int = 3) -> dict[str, Any]:
+    """Step time and peak memory of every balancer of ``train.balancers`` and their ratios to ``equal``."""
     balancers = ("equal",) + tuple(b for b in params.train.balancers if b != "equal")
-    times = measure_step_times(params, balancers, steps, batch_size, image_size)
     device = select_device(params.train.device)
+    image_size = image_size or default_image_size(device)
+    times = measure_step_times(params, balancers, steps, batch_size, image_size)
     memory: dict[str, list[float]] = {b: [] for b in balancers}
     for _ in range(memory_rounds if device.type == "cpu" else 1):
         for b in balancers:
@@ -159,19 +173,19 @@ def run(params: Params, steps: int, image_size: int, batch_size: int, params_pat
                 if device.type == "cpu"
                 else peak_memory_mib(params, b, 3, batch_size, image_size)
             )
-    median_t = {b: statistics.median(v) for b, v in times.items()}
-    median_m = {b: statistics.median(v) for b, v in memory.items()}
-    results = {
+    median_t = {b: 1e3 * median(v) for b, v in times.items()}
+    median_m = {b: median(v) for b, v in memory.items()}
+    return {
         "device": str(device),
         "model": params.model.name,
         "batch_size": batch_size,
         "image_size": image_size,
-        "steps": steps,
+        "steps": len(times["equal"]),
         "torch_threads": torch.get_num_threads(),
         "balancers": {
             b: {
                 "step_ms_median": median_t[b],
-                "step_ms_max": max(times[b]),
+                "step_ms_max": 1e3 * max(times[b]),
                 "peak_memory_mib": median_m[b],
                 "time_ratio_vs_equal": median_t[b] / median_t["equal"],
                 "memory_ratio_vs_equal": median_m[b] / median_m["equal"],
@@ -179,11 +193,16 @@ def run(params: Params, steps: int, image_size: int, batch_size: int, params_pat
             for b in balancers
         },
     }
-    atomic_write_json(out, results)
-    print(f"{params.model.name} batch {batch_size} at {image_size}px on {device} ({torch.get_num_threads()} threads)")
-    print(f"{'balancer':<12} {'step ms':>9} {'× equal':>8} {'peak MiB':>9} {'× equal':>8}")
+
+
+def table(results: dict[str, Any]) -> list[str]:
+    """The printed table of :func:`run`'s results."""
+    lines = [
+        f"{results['model']} batch {results['batch_size']} at {results['image_size']}px on {results['device']} "
+        f"({results['torch_threads']} threads, median of {results['steps']} interleaved steps)",
+        f"{'balancer':<12} {'step ms':>9} {'× equal':>8} {'peak MiB':>9} {'× equal':>8}",
+    ]
     for b, r in results["balancers"].items():
-        print(f"{b:<12} {r['step_ms_median']:9.1f} {r['time_ratio_vs_equal']:8.3f} "
-              f"{r['peak_memory_mib']:9.1f} {r['memory_ratio_vs_equal']:8.3f}")
-    print(f"written {out}")
-    return results
+        lines.append(f"{b:<12} {r['step_ms_median']:9.1f} {r['time_ratio_vs_equal']:8.3f} "
+                     f"{r['peak_memory_mib']:9.1f} {r['memory_ratio_vs_equal']:8.3f}")
+    return lines
