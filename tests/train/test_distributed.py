@@ -112,6 +112,17 @@ def test_two_workers_equal_one_worker_accumulating_two_chunks(on_cluster, tmp_pa
                 assert mine[key] == pytest.approx(theirs[key], rel=1e-5), (balancer, mine["epoch"], key)
 
 
+def test_fp16_ranks_skip_overflowing_steps_together(on_cluster, tiny_data, tmp_path):
+    # GradNorm: its per-task backward passes carry the loss scale too. Gradients are all-reduced before
+    # they are unscaled, so an overflow on one rank makes every rank skip the step and back off.
+    params = small_params(train={"amp": "fp16", "epochs": 2, "batch_size": 4},
+                          ray={"num_workers": 2, "storage_path": str(tmp_path / "ray_results")})
+    result = run_fold(params, "gradnorm", 0, tiny_data, tmp_path / "out", "fp16-ranks", check_rank_consistency=True)
+    assert len(result.history) == 2  # check_rank_consistency would have failed the job on diverged ranks
+    scale = torch.load(tmp_path / "out" / LAST, weights_only=True)["compute"]["scale"]
+    assert 1.0 < scale < 2.0**16  # steps overflowed and were skipped (the scale backed off) along the way
+
+
 # ---------------------------------------------------------------- recovery
 def test_killed_workers_restart_and_a_rerun_driver_resumes_exactly(on_cluster, tiny_data, tmp_path):
     """Ray restarts a worker killed in epoch 1 (ray.max_failures = 1); a second kill in epoch 2 exhausts
