@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +19,7 @@ from tqdm import tqdm
 
 from pipeline import atomic
 from pipeline.config import Params
-from pipeline.data import busi, sources, synthetic
+from pipeline.data import busi, duplicates, sources, synthetic
 from pipeline.data.manifest import Manifest, Record, write_manifest
 
 SYNTHETIC = "synthetic"
@@ -53,16 +54,24 @@ def _copy(image: busi.SourceImage, out_dir: Path) -> Record:
 
 def run(params: Params, out_dir: Path) -> None:
     """Build ``out_dir``: ``files/<class>/<id>.png``, ``<id>_mask.png`` (``_mask_1.png`` … for
-    extra masks, OR-ed downstream) and ``manifest.json`` with paths relative to ``out_dir``.
+    extra masks, OR-ed downstream) and ``manifest.json`` with paths relative to ``out_dir`` and the
+    groups of images with identical pixels (printed too, conflicting labels flagged).
 
     Raises DataError naming the file, folder, archive entry or S3 URI at fault; ``out_dir`` is
     then left unchanged.
     """
     with _dataset_folder(params) as folder, atomic.atomic_dir(Path(out_dir)) as tmp:
-        records = []
+        records, digests = [], {}
         for image in tqdm(busi.scan(folder, params.data.classes), desc="ingest", unit="image"):
             busi.check(image)
-            records.append(_copy(image, tmp))
+            record = _copy(image, tmp)
+            records.append(record)
+            digests[record.id] = duplicates.pixel_digest(tmp / record.image)
+        groups = duplicates.duplicate_groups(digests)
+        if groups:
+            labels = {r.id: r.label for r in records}
+            print(f"ingest: {len(groups)} groups of images with identical pixels (split keeps each group "
+                  f"in one split and fold):", *duplicates.describe(groups, labels), sep="\n  ", file=sys.stderr)
         write_manifest(
-            tmp, Manifest(params.data.source, params.data.layout, params.data.classes, tuple(records))
+            tmp, Manifest(params.data.source, params.data.layout, params.data.classes, tuple(records), groups)
         )

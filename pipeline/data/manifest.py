@@ -3,10 +3,12 @@
 ``<ingested>/manifest.json``::
 
     {"source": str, "layout": str, "classes": [str, ...],
-     "records": [{"id": str, "label": str, "image": str, "masks": [str, ...], "sha256": str}, ...]}
+     "records": [{"id": str, "label": str, "image": str, "masks": [str, ...], "sha256": str}, ...],
+     "duplicates": [[id, id, ...], ...]}
 
 ``image`` and ``masks`` are paths relative to the manifest's folder; ``sha256`` is the checksum of
-the source image file's bytes. Records are sorted by ``id``.
+the source image file's bytes. Records are sorted by ``id``. ``duplicates`` lists the groups of
+records whose images have identical pixels (absent: none known).
 """
 
 from __future__ import annotations
@@ -33,10 +35,13 @@ class Record:
 
 @dataclass(frozen=True)
 class Manifest:
+    """``duplicates``: groups of record ids whose images have the same pixels (:mod:`pipeline.data.duplicates`)."""
+
     source: str
     layout: str
     classes: tuple[str, ...]
     records: tuple[Record, ...]
+    duplicates: tuple[tuple[str, ...], ...] = ()
 
     def labels(self) -> list[str]:
         return [r.label for r in self.records]
@@ -57,7 +62,8 @@ def read_manifest(folder: Path) -> Manifest:
         records = tuple(
             Record(r["id"], r["label"], r["image"], tuple(r["masks"]), r["sha256"]) for r in body["records"]
         )
-        return Manifest(body["source"], body["layout"], tuple(body["classes"]), records)
+        duplicates = tuple(tuple(group) for group in body.get("duplicates", []))
+        return Manifest(body["source"], body["layout"], tuple(body["classes"]), records, duplicates)
     except FileNotFoundError:
         raise DataError(f"{path}: manifest not found (run the ingest stage first)") from None
     except (json.JSONDecodeError, KeyError, TypeError) as exc:

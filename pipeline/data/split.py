@@ -4,9 +4,13 @@
 
     {"seed": int, "test_fraction": float, "k_folds": int,
      "train": [id, ...], "test": [id, ...],
-     "folds": [{"train": [id, ...], "val": [id, ...]}, ...]}
+     "folds": [{"train": [id, ...], "val": [id, ...]}, ...],
+     "duplicates": [[id, ...], ...]}
 
 Every id list is sorted. Fold ``k``'s ``val`` lists partition ``train``; test ids appear in no fold.
+Each group of images with identical pixels (the ingest manifest's ``duplicates``, copied here) lies
+wholly in ``train`` or in ``test``, and wholly in one fold's ``val``: a copy of a test or validation
+image is never trained on.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from sklearn.model_selection import StratifiedKFold, train_test_split
 
 from pipeline.atomic import atomic_write_json
 from pipeline.config import Params
+from pipeline.data import duplicates
 from pipeline.data.manifest import read_manifest
 from pipeline.errors import DataError
 from pipeline.paths import MANIFEST, SPLIT_FILE
@@ -32,9 +37,13 @@ def run(params: Params, ingested: Path, out_dir: Path) -> None:
     ids = [r.id for r in manifest.records]
     labels = manifest.labels()
     counts = {c: labels.count(c) for c in manifest.classes}
+    # Duplicate images split as one unit, stratified by their first id's label.
+    units, members = duplicates.units(ids, manifest.duplicates)
+    label_of = dict(zip(ids, labels))
     try:
-        train, test, train_labels, _ = train_test_split(
-            ids, labels, test_size=params.split.test_fraction, random_state=params.seed, stratify=labels
+        train_units, test_units, train_labels, _ = train_test_split(
+            units, [label_of[u] for u in units], test_size=params.split.test_fraction, random_state=params.seed,
+            stratify=[label_of[u] for u in units],
         )
     except ValueError as exc:
         raise DataError(
@@ -46,22 +55,28 @@ def run(params: Params, ingested: Path, out_dir: Path) -> None:
     short = {c: train_counts[c] for c in manifest.classes if train_counts[c] < k}
     if short:
         raise DataError(
-            f"{source}: training images per class {short} are fewer than split.k_folds={k} "
+            f"{source}: training images per class {short} (a duplicate group counts once) are fewer than "
+            f"split.k_folds={k} "
             f"(class counts {counts}, split.test_fraction={params.split.test_fraction})"
         )
     folds = StratifiedKFold(n_splits=k, shuffle=True, random_state=params.seed)
+
+    def expand(unit_list: list[str]) -> list[str]:
+        return sorted(i for u in unit_list for i in members[u])
+
     atomic_write_json(
         Path(out_dir) / SPLIT_FILE,
         {
             "seed": params.seed,
             "test_fraction": params.split.test_fraction,
             "k_folds": k,
-            "train": sorted(train),
-            "test": sorted(test),
+            "train": expand(train_units),
+            "test": expand(test_units),
             "folds": [
-                {"train": sorted(train[i] for i in tr), "val": sorted(train[i] for i in va)}
-                for tr, va in folds.split(train, train_labels)
+                {"train": expand([train_units[i] for i in tr]), "val": expand([train_units[i] for i in va])}
+                for tr, va in folds.split(train_units, train_labels)
             ],
+            "duplicates": [list(group) for group in manifest.duplicates],
         },
     )
 

@@ -28,6 +28,8 @@ from matplotlib.figure import Figure
 from pipeline import paths
 from pipeline.atomic import atomic_dir, atomic_write_bytes, atomic_write_text
 from pipeline.config import Params
+from pipeline.data.folds import SPLIT_DIR
+from pipeline.data.split import read_split
 from pipeline.errors import DataError
 from pipeline.evaluate import sections
 from pipeline.evaluate.document import Block, Heading, Image, Paragraph, to_html, to_markdown
@@ -65,7 +67,7 @@ def run(params: Params, data: Path, metrics_dir: Path, reports: Path) -> Path:
         }
         blocks = report_blocks(
             lineage_tags(params, data), summary, statistics, histories, examples, read_tune(reports / TUNE_JSON),
-            _read_optional(reports / TUNE_FIGURE),
+            _read_optional(reports / TUNE_FIGURE), read_split(Path(data) / SPLIT_DIR).get("duplicates", []),
         )
         figures = [b for b in blocks if isinstance(b, Image) and b.path.startswith(f"{FIGURES_DIR}/")]
         with atomic_dir(reports / FIGURES_DIR) as out:
@@ -87,11 +89,15 @@ def report_blocks(
     examples: dict[str, np.ndarray],
     tune: dict[str, Any] | None,
     tune_png: bytes | None,
+    duplicates: list[list[str]],
 ) -> list[Block]:
-    """The whole report, section by section (:data:`SECTIONS`); figures are rendered here."""
+    """The whole report, section by section (:data:`SECTIONS`); figures are rendered here. ``duplicates``:
+    the split's groups of images with identical pixels."""
     tasks = {t["name"]: t["kind"] for t in summary["tasks"]}
     provenance, table_ii, table_iii, paired, weights, losses, predictions, sweep = SECTIONS
-    blocks: list[Block] = [Heading(TITLE, 1), Heading(provenance), *sections.provenance(lineage, summary)]
+    blocks: list[Block] = [
+        Heading(TITLE, 1), Heading(provenance), *sections.provenance(lineage, summary, duplicates)
+    ]
     blocks.append(Heading(table_ii))
     for task, kind in tasks.items():
         blocks += [Heading(f"{task} ({kind})", 3), sections.table_ii(summary, task, kind)]

@@ -20,8 +20,10 @@ TABLE_III_DIGITS = {"peak_memory_mib": 1, "step_time_max_ms": 1, "step_time_medi
 TUNE_KEYS = ("gamma", "t0", "window")
 
 
-def provenance(lineage: Mapping[str, str], summary: Mapping[str, Any]) -> list[Block]:
-    """Data version, code commit, params hash and what was evaluated."""
+def provenance(
+    lineage: Mapping[str, str], summary: Mapping[str, Any], duplicates: Sequence[Sequence[str]] = ()
+) -> list[Block]:
+    """Data version, code commit, params hash, what was evaluated, and the duplicate-image groups."""
     dirty = {"true": " with uncommitted changes", "false": ""}.get(lineage["git_dirty"], " (working tree unknown)")
     return [
         Paragraph(
@@ -32,6 +34,12 @@ def provenance(lineage: Mapping[str, str], summary: Mapping[str, Any]) -> list[B
             f"Balancers {', '.join(summary['balancers'])}; folds {', '.join(map(str, summary['folds']))}; "
             f"{summary['test_images']} held-out test images. Every fold's best-validation checkpoint is "
             "evaluated on the whole test split; tables show mean ± sample standard deviation over folds."
+        ),
+        Paragraph(
+            f"{len(duplicates)} groups of images with identical pixels, each kept within one split and one "
+            "fold: " + "; ".join(" = ".join(f"`{i}`" for i in group) for group in duplicates) + "."
+            if duplicates
+            else "No two images have identical pixels."
         ),
     ]
 

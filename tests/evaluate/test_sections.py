@@ -82,3 +82,16 @@ def test_a_malformed_tune_json_is_named(tmp_path):
     path.write_text('{"rows": []}')
     with pytest.raises(DataError, match=str(path)):
         read_tune(path)
+
+
+LINEAGE = {"data_version": "abc", "data_hash_source": "dvc.lock", "git_commit": "123", "git_dirty": "false",
+           "params_hash": "f" * 64}
+
+
+def test_provenance_lists_every_duplicate_group_or_says_there_are_none():
+    summary = _summary(dice={"equal": [0.8, 0.6]}, memory={"equal": [1.0, 1.0]})
+    groups = [["benign_0001", "benign_0007"], ["benign_0008", "malignant_0001"]]
+    listed = to_markdown(sections.provenance(LINEAGE, summary, groups))
+    assert "2 groups of images with identical pixels" in listed
+    assert "`benign_0008` = `malignant_0001`" in listed
+    assert "No two images have identical pixels." in to_markdown(sections.provenance(LINEAGE, summary, []))
