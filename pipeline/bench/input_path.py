@@ -34,11 +34,9 @@ from pipeline.config import Params, deep_merge, parse_params
 from pipeline.data import augment
 from pipeline.data.augment import TRANSFORMS
 from pipeline.data.folds import ArraySet, load_fold
-from pipeline.data.preprocess import open_arrays, rows_of
-from pipeline.data.split import read_split
-from pipeline.paths import MANIFEST, SPLIT_FILE
+from pipeline.data.preprocess import open_arrays
 from pipeline.tasks import build_tasks
-from pipeline.train.loop import select_device, to_tensors
+from pipeline.train.loop import epoch_batches, select_device, to_tensors
 
 import albumentations as A  # after pipeline.data.augment, which turns off albumentations' update check
 
@@ -47,9 +45,8 @@ def loader_batches(source: ArraySet, batch_size: int, device: torch.device, seed
     """A callable returning the next training batch of ``source`` as the loop builds it, epoch after epoch."""
     def epochs():
         for epoch in itertools.count():
-            order = np.random.default_rng([seed, epoch]).permutation(len(source))
-            for step in range(len(order) // batch_size):
-                yield np.sort(order[step * batch_size : (step + 1) * batch_size])
+            for batch in epoch_batches(len(source), batch_size, seed, 0, epoch):
+                yield np.sort(batch)
 
     rows = epochs()
     return lambda: to_tensors(source.read(next(rows)), device)
@@ -86,15 +83,14 @@ def loader_vs_model(params: Params, data_root: Path, rounds: int) -> dict[str, A
 
 def _training_images(params: Params, data_root: Path) -> tuple[np.ndarray, np.ndarray, list[tuple[int, str]]]:
     """The preprocessed training images ``(N, S, S, C)`` and masks ``(N, S, S)`` in memory, and the
-    augment jobs ``(row, transform name)`` the stage runs on them (one per copy)."""
-    meta, arrays = open_arrays(data_root / "preprocessed")
-    train = sorted(read_split(data_root / "split")["train"])
-    rows = rows_of(meta, train, data_root / "preprocessed" / MANIFEST, data_root / "split" / SPLIT_FILE)
+    augment stage's jobs on them as ``(index into those arrays, transform name)``."""
+    _, jobs = augment.plan(params, data_root / "preprocessed", data_root / "split")
+    rows = np.asarray([row for row, _, _ in jobs])
+    arrays = open_arrays(data_root / "preprocessed")[1]
     images = np.ascontiguousarray(np.asarray(arrays["image"][rows]).transpose(0, 2, 3, 1))
     masks = np.asarray(arrays["mask"][rows])
     names = params.augment.transforms
-    jobs = [(i, names[c % len(names)]) for i in range(len(rows)) for c in range(params.augment.copies_per_image)]
-    return images, masks, jobs
+    return images, masks, [(i, names[copy % len(names)]) for i, (_, _, copy) in enumerate(jobs)]
 
 
 def augment_vs_bare(params: Params, data_root: Path, rounds: int) -> dict[str, Any]:

@@ -17,6 +17,7 @@ import hashlib
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -44,15 +45,20 @@ TRANSFORMS: dict[str, Callable[[AugmentParams, int], A.BasicTransform]] = {
 Job = tuple[int, str, int]  # (row in the preprocessed arrays, source id, copy index)
 
 
+def plan(params: Params, preprocessed: Path, split: Path) -> tuple[dict[str, Any], list[Job]]:
+    """The preprocessed manifest and the stage's jobs: one per (training image, copy), rows ordered by
+    sorted source id, then copy."""
+    meta, _ = open_arrays(preprocessed)
+    train = sorted(read_split(split)["train"])
+    rows = rows_of(meta, train, Path(preprocessed) / MANIFEST, Path(split) / SPLIT_FILE)
+    return meta, [(int(row), id_, i) for row, id_ in zip(rows, train) for i in range(params.augment.copies_per_image)]
+
+
 def run(params: Params, preprocessed: Path, split: Path, out_dir: Path) -> None:
     """Write augmented copies of the training images of ``split/split.json`` to ``out_dir`` (atomically)."""
     preprocessed = Path(preprocessed).resolve()
-    meta, _ = open_arrays(preprocessed)
-    train = read_split(split)["train"]
-    train = sorted(train)
-    rows = rows_of(meta, train, preprocessed / MANIFEST, Path(split) / SPLIT_FILE)
+    meta, jobs = plan(params, preprocessed, split)
     aug = params.augment
-    jobs = [(int(row), id_, i) for row, id_ in zip(rows, train) for i in range(aug.copies_per_image)]
     size = meta["image_size"]
     augment = functools.partial(
         _augment_chunk, preprocessed=preprocessed, aug=aug, seed=params.seed, size=size

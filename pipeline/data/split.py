@@ -40,10 +40,10 @@ def run(params: Params, ingested: Path, out_dir: Path) -> None:
     # Duplicate images split as one unit, stratified by their first id's label.
     units, members = duplicates.units(ids, manifest.duplicates)
     label_of = dict(zip(ids, labels))
+    unit_labels = [label_of[u] for u in units]
     try:
         train_units, test_units, train_labels, _ = train_test_split(
-            units, [label_of[u] for u in units], test_size=params.split.test_fraction, random_state=params.seed,
-            stratify=[label_of[u] for u in units],
+            units, unit_labels, test_size=params.split.test_fraction, random_state=params.seed, stratify=unit_labels
         )
     except ValueError as exc:
         raise DataError(

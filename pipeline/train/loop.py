@@ -86,6 +86,13 @@ def check_targets(tasks: tuple[Task, ...], source: ArraySet, where: str, chunk: 
             t.check_targets(arrays[t.target], where)
 
 
+def epoch_batches(rows: int, batch_size: int, seed: int, fold: int, epoch: int) -> list[np.ndarray]:
+    """The global batches of one epoch, ``(batch_size,)`` row indices each: a permutation of ``rows``
+    seeded by ``(seed, fold, epoch)``, cut in order; the incomplete last batch is dropped."""
+    order = np.random.default_rng([seed, fold, epoch]).permutation(rows)
+    return [order[step * batch_size : (step + 1) * batch_size] for step in range(rows // batch_size)]
+
+
 def forward_backward(
     model: MultiTaskModel,
     balancer: Balancer,
@@ -272,13 +279,12 @@ class Trainer:
         """One pass over the fold's training data; returns the mean unweighted losses ``(K,)``, all ranks."""
         cfg, comm = self.params.train, self.comm
         self.model.train()
-        order = np.random.default_rng([self.params.seed, self.fold, epoch]).permutation(len(self.data.train))
-        steps = len(order) // cfg.batch_size
+        batches = epoch_batches(len(self.data.train), cfg.batch_size, self.params.seed, self.fold, epoch)
+        steps = len(batches)
         loss_sum = torch.zeros(len(self.tasks), device=self.device)
         trainable = [p for g in self.optimizer.param_groups for p in g["params"]]
-        for step in range(steps):
+        for step, batch in enumerate(batches):
             self.timer.start_step()
-            batch = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
             scale = self.compute.loss_scale() / cfg.grad_accum_steps
             for micro in range(cfg.grad_accum_steps):
                 chunk_id = comm.rank * cfg.grad_accum_steps + micro
