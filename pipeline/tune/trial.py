@@ -11,7 +11,9 @@ trial holds ``ray.cpus_per_worker`` CPUs); several launch a Ray Train ``TorchTra
 
 Resuming. After each fold the trial reports its statistics with a Tune checkpoint holding the figures
 of the folds done; a restored trial skips those. An interrupted fold resumes from its own checkpoint:
-``<trial dir>/fold_<k>/last.pt`` in the trial's process, or the Ray Train run of the same name.
+``<trial dir>/fold_<k>/last.pt`` in the trial's process, or the Ray Train run of the same name. Tune saves
+its experiment state at most every 10 s, so a fold reported just before the driver died may be missing from
+the restored trial: it then resumes from that finished checkpoint, trains no epoch and is reported again.
 
 MLflow: a run per trial (tags ``tune_sweep``, ``tune_trial``, γ/T0/window as params), a child run per
 fold with its per-epoch losses, task weights and temperature; a restored trial re-uses both.

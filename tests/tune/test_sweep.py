@@ -77,7 +77,11 @@ def test_a_killed_sweep_resumes_without_retraining_finished_trials(on_cluster, t
     assert {path: path.read_text() for path in finished} == before  # finished trials did not run again
     results = sorted((tmp_path / "ray_results").glob("*/*/result.json"))
     assert len(results) == len(GAMMAS)
-    assert all(len(path.read_text().splitlines()) == 2 for path in results)  # each fold reported once
+    # Every trial ends with both folds. A fold reported within Tune's experiment-state period before the kill
+    # may be reported again after it (from its finished checkpoint: _assert_tracked shows no epoch ran twice).
+    for path in results:
+        done = [json.loads(line)["folds_done"] for line in path.read_text().splitlines()]
+        assert done == sorted(done) and done[-1] == 2 and set(done) == {1, 2}
 
     table = json.loads((tmp_path / "reports" / "tune.json").read_text())
     assert [row["gamma"] for row in table["rows"]] == GAMMAS
