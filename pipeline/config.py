@@ -29,9 +29,16 @@ AUGMENTATIONS = (
     "elastic",
 )
 BALANCERS = ("equal", "uncertainty", "gradnorm", "dwa", "atdwa")
-MODELS = ("ssc_resnet34", "attention_unet")
+MODELS = ("ssc_resnet34", "attention_unet", "unet", "swin_unetr")
 TASK_KINDS = ("binary_segmentation", "multiclass_segmentation", "classification")
-TARGETS = ("mask", "label")
+TARGETS = ("mask", "tissue", "label")
+TARGET_OF_KIND = {"binary_segmentation": "mask", "multiclass_segmentation": "tissue", "classification": "label"}
+"""The array each kind of task learns: the binary mask, the tissue index mask or the class label."""
+WORKLOADS = ("busi", "wound")
+WOUND_LABEL = "wound"
+"""The one class label of every record of a wound dataset."""
+LAYOUTS_OF_WORKLOAD = {"busi": ("busi",), "wound": ("dfutissue", "fuseg")}
+"""Dataset folder layouts each workload reads (the first is the default and the synthetic data's layout)."""
 
 
 class _Strict(BaseModel):
@@ -47,14 +54,41 @@ class SyntheticParams(_Strict):
     size: int = Field(128, ge=32, le=2048, description="side length of generated images (px)")
 
 
+class WoundSyntheticParams(_Strict):
+    """Counts and size of the built-in DFUTissue-layout synthetic wound dataset (:mod:`pipeline.data.wound_synthetic`)."""
+
+    n_trainval: int = Field(96, ge=0, le=100_000, description="images of the TrainVal subset (trained, k-folded)")
+    n_test: int = Field(24, ge=0, le=100_000, description="images of the Test subset (held out)")
+    size: int = Field(128, ge=32, le=2048, description="side length of generated images (px)")
+
+
+class TissueParams(_Strict):
+    """One wound tissue type: index ``k`` of ``data.tissues`` (0-based) is mask value ``k + 1``."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    colour: tuple[Annotated[int, Field(ge=0, le=255)], Annotated[int, Field(ge=0, le=255)],
+                  Annotated[int, Field(ge=0, le=255)]] = Field(description="RGB of the tissue in figures (and synthetic images)")
+
+
+DEFAULT_TISSUES = (
+    TissueParams(name="slough", colour=(222, 196, 96)),
+    TissueParams(name="granulation", colour=(180, 32, 44)),
+    TissueParams(name="callus", colour=(236, 206, 196)),
+    TissueParams(name="necrosis", colour=(48, 30, 24)),
+)
+"""DFUTissue's index order (1 fibrin/slough, 2 granulation, 3 callus/epithelium), then necrosis/eschar."""
+
+
 class DataParams(_Strict):
     source: str = Field(
         "synthetic",
         description="'synthetic', a local folder, a .zip/.tar.gz archive or s3://bucket/prefix",
     )
-    layout: Literal["busi"] = "busi"
+    layout: Literal["busi", "dfutissue", "fuseg"] = "busi"
     classes: tuple[Literal["normal", "benign", "malignant"], ...] = ("benign", "malignant")
     synthetic: SyntheticParams = SyntheticParams()
+    synthetic_wound: WoundSyntheticParams = WoundSyntheticParams()
+    tissues: tuple[TissueParams, ...] = Field(DEFAULT_TISSUES, description="wound tissue types, mask values 1..K")
     image_size: int = Field(64, ge=32, le=1024, description="side length after preprocess (px)")
     channels: Literal[1, 3] = 1
     workers: int = Field(2, ge=1, le=256, description="processes for preprocess/augment")
@@ -64,6 +98,14 @@ class DataParams(_Strict):
     def _multiple_of_32(cls, v: int) -> int:
         if v % 32:
             raise ValueError(f"must be a multiple of 32 (the encoder downsamples 5 times), got {v}")
+        return v
+
+    @field_validator("tissues")
+    @classmethod
+    def _distinct_tissues(cls, v: tuple[TissueParams, ...]) -> tuple[TissueParams, ...]:
+        names = [t.name for t in v]
+        if not names or len(set(names)) != len(names) or "background" in names:
+            raise ValueError(f"must name at least one tissue, distinct and not 'background' (mask value 0), got {names}")
         return v
 
     @field_validator("classes")
@@ -99,16 +141,20 @@ class TaskParams(_Strict):
 
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     kind: Literal["binary_segmentation", "multiclass_segmentation", "classification"]
-    target: Literal["mask", "label"]
-    num_classes: int | None = Field(None, ge=2, description="multiclass tasks; classification derives it")
+    target: Literal["mask", "tissue", "label"]
+    num_classes: int | None = Field(
+        None, ge=2, description="multiclass tasks; null = background + data.tissues (classification: data.classes)"
+    )
 
 
 class ModelParams(_Strict):
-    name: Literal["ssc_resnet34", "attention_unet"] = "ssc_resnet34"
+    name: Literal["ssc_resnet34", "attention_unet", "unet", "swin_unetr"] = "ssc_resnet34"
     dropout: float = Field(0.3, ge=0.0, lt=1.0)
     width: int = Field(
         64, ge=8, le=256, multiple_of=4,
-        description="base width of ssc_resnet34 (64 = standard ResNet-34; smaller for CPU runs)",
+        description="base width of ssc_resnet34 (64 = standard ResNet-34; smaller for CPU runs), top-level channels "
+        "of unet (64 = the original U-Net); swin_unetr's feature_size is 3/4 of it in multiples of 12 "
+        "(16 -> 12, 64 -> 48); attention_unet ignores it",
     )
     pretrained_encoder: str | None = Field(
         None, description="torchvision-format ResNet-34 state_dict (local path or URI)"
@@ -315,10 +361,40 @@ DEFAULT_TASKS = (
 )
 
 
+WORKLOAD_DEFAULTS: dict[str, dict[str, Any]] = {
+    "busi": {},
+    "wound": {
+        "data": {"layout": "dfutissue", "channels": 3},
+        "tasks": [
+            {"name": "wound", "kind": "binary_segmentation", "target": "mask"},
+            {"name": "tissue", "kind": "multiclass_segmentation", "target": "tissue"},
+        ],
+        "model": {"name": "attention_unet"},
+        "tune": {"selection": {"metric": "tissue.dice"}},
+        "registry": {
+            "model_name": "wing-mtl",
+            "primary": ["wound.dice", "tissue.dice"],
+            "floors": {"wound.dice": 0.5, "tissue.dice": 0.3},
+        },
+    },
+}
+"""What ``workload: <name>`` sets where the params file does not say: layout, tasks, model, selection and gate.
+
+``busi`` (breast lesion segmentation + benign/malignant diagnosis) is the field defaults below; ``wound``
+is WING-MTL: wound-region and tissue-type segmentation of wound photographs with an Attention U-Net.
+"""
+
+
+WHOLE_VALUES = ("floors",)
+"""Mappings that :func:`deep_merge` replaces rather than merges: an override that gives ``registry.floors`` sets
+the floors, merging key by key would keep floors of tasks it does not configure."""
+
+
 class Params(_Strict):
     """The whole validated ``params.yaml``."""
 
     seed: int = Field(42, ge=0)
+    workload: Literal["busi", "wound"] = "busi"
     data: DataParams = DataParams()
     split: SplitParams = SplitParams()
     augment: AugmentParams = AugmentParams()
@@ -332,19 +408,46 @@ class Params(_Strict):
     evaluate: EvaluateParams = EvaluateParams()
     registry: RegistryParams = RegistryParams()
 
+    @model_validator(mode="before")
+    @classmethod
+    def _workload_defaults(cls, raw: Any) -> Any:
+        """Fill what the file leaves out from :data:`WORKLOAD_DEFAULTS` of its ``workload``."""
+        if not isinstance(raw, dict) or raw.get("workload", "busi") not in WORKLOAD_DEFAULTS:
+            return raw
+        return deep_merge(WORKLOAD_DEFAULTS[raw.get("workload", "busi")], raw)
+
+    @model_validator(mode="after")
+    def _check_workload(self) -> Params:
+        layouts = LAYOUTS_OF_WORKLOAD[self.workload]
+        if self.data.layout not in layouts:
+            raise ValueError(f"data.layout = {self.data.layout!r}: workload {self.workload!r} reads {list(layouts)}")
+        has_tissue = self.data.layout == "dfutissue"
+        has_label = self.data.layout == "busi"
+        for t in self.tasks:
+            if (t.target == "tissue" and not has_tissue) or (t.target == "label" and not has_label):
+                raise ValueError(
+                    f"tasks.{t.name}: data.layout {self.data.layout!r} has no {t.target!r} targets "
+                    f"(it provides {['mask'] + ['tissue'] * has_tissue + ['label'] * has_label})"
+                )
+        return self
+
     @model_validator(mode="after")
     def _check_tasks(self) -> Params:
         names = [t.name for t in self.tasks]
         if not names or len(set(names)) != len(names):
             raise ValueError(f"tasks: names must be distinct and at least one task given, got {names}")
         for t in self.tasks:
-            wanted = "label" if t.kind == "classification" else "mask"
+            wanted = TARGET_OF_KIND[t.kind]
             if t.target != wanted:
                 raise ValueError(
                     f"tasks.{t.name}: kind {t.kind!r} needs target {wanted!r}, got {t.target!r}"
                 )
-            if t.kind == "multiclass_segmentation" and t.num_classes is None:
-                raise ValueError(f"tasks.{t.name}: multiclass_segmentation needs num_classes")
+            tissue_classes = len(self.data.tissues) + 1
+            if t.kind == "multiclass_segmentation" and t.num_classes not in (None, tissue_classes):
+                raise ValueError(
+                    f"tasks.{t.name}: num_classes = {t.num_classes}, but background + data.tissues "
+                    f"{[x.name for x in self.data.tissues]} are {tissue_classes} classes"
+                )
         if self.train.folds is not None:
             bad = [f for f in self.train.folds if not 0 <= f < self.split.k_folds]
             if bad:
@@ -366,6 +469,12 @@ class Params(_Strict):
             if unknown:
                 raise ValueError(f"{key}: {unknown} name tasks that are not configured; tasks are {names}")
         return self
+
+    @property
+    def record_classes(self) -> tuple[str, ...]:
+        """The class labels ingest gives records: ``data.classes`` for BUSI; the wound layouts have no
+        classes, so every record is ``wound``."""
+        return self.data.classes if self.data.layout == "busi" else (WOUND_LABEL,)
 
     @property
     def folds(self) -> tuple[int, ...]:
@@ -448,10 +557,11 @@ def _format_errors(source: str, exc: ValidationError) -> str:
 
 
 def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
-    """Return ``base`` with ``override`` merged in; nested mappings merge, other values replace."""
+    """Return ``base`` with ``override`` merged in; nested mappings merge (but :data:`WHOLE_VALUES`), other
+    values replace."""
     merged = copy.deepcopy(base)
     for key, value in override.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+        if isinstance(value, dict) and isinstance(merged.get(key), dict) and key not in WHOLE_VALUES:
             merged[key] = deep_merge(merged[key], value)
         else:
             merged[key] = copy.deepcopy(value)

@@ -37,8 +37,8 @@ class Task:
     def check_targets(self, values: np.ndarray, where: str) -> None:
         """Raise DataError if target ``values`` (any shape, integer) do not fit this task's kind.
 
-        binary_segmentation: masks in {0, 1}; multiclass_segmentation and classification: class
-        indices in ``0 .. out_channels - 1``.
+        binary_segmentation: masks in {0, 1}; multiclass_segmentation (tissue index masks) and
+        classification: class indices in ``0 .. out_channels - 1``.
         """
         allowed = 2 if self.kind == "binary_segmentation" else self.out_channels
         present = np.unique(values)
@@ -77,14 +77,16 @@ class _SegLoss(nn.Module):
 
 
 def build_tasks(params: Params) -> tuple[Task, ...]:
-    """The configured tasks; classification heads get one output per class in ``data.classes``."""
-    return tuple(_build(t, params.data.classes) for t in params.tasks)
+    """The configured tasks: classification heads get one output per class of ``data.classes``, tissue
+    segmentation one per tissue of ``data.tissues`` after the background (class 0)."""
+    return tuple(_build(t, params) for t in params.tasks)
 
 
-def _build(t: TaskParams, classes: tuple[str, ...]) -> Task:
+def _build(t: TaskParams, params: Params) -> Task:
     if t.kind == "classification":
+        classes = params.data.classes
         return Task(t.name, t.kind, t.target, len(classes), tuple(classes))
     if t.kind == "binary_segmentation":
         return Task(t.name, t.kind, t.target, 1, ("background", "foreground"))
-    names = tuple(f"class_{i}" for i in range(t.num_classes))
-    return Task(t.name, t.kind, t.target, t.num_classes, names)
+    names = ("background", *(tissue.name for tissue in params.data.tissues))
+    return Task(t.name, t.kind, t.target, len(names), names)

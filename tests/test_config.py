@@ -23,7 +23,7 @@ def test_repository_params_file_is_valid():
         ({"balancer": {"atdwa": {"gamma": -0.1}}}, "balancer.atdwa.gamma = -0.1"),
         ({"balancer": {"atdwa": {"t0": 0}}}, "balancer.atdwa.t0 = 0: Input should be greater than 0"),
         ({"balancer": {"atdwa": {"window": 1}}}, "balancer.atdwa.window = 1"),
-        ({"model": {"name": "vgg"}}, "model.name = 'vgg': Input should be 'ssc_resnet34' or 'attention_unet'"),
+        ({"model": {"name": "vgg"}}, "model.name = 'vgg': Input should be 'ssc_resnet34', 'attention_unet'"),
         ({"tasks": [{"name": "lesion", "kind": "regression", "target": "mask"}]}, "tasks.0.kind = 'regression'"),
         ({"tasks": [{"name": "d", "kind": "classification", "target": "mask"}]}, "kind 'classification' needs target 'label'"),
         ({"train": {"folds": [0, 3]}, "split": {"k_folds": 2}}, "train.folds: [3] outside 0..1"),

@@ -12,10 +12,16 @@ from pipeline.profiles import apply
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_paper_profile_sets_the_paper_protocol(tmp_path, monkeypatch):
+@pytest.fixture
+def project(tmp_path, monkeypatch) -> Path:
+    """A copy of the repository's params.yaml and profiles/, as the working directory."""
     shutil.copytree(ROOT / "profiles", tmp_path / "profiles")
     shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
     monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_paper_profile_sets_the_paper_protocol(project):
     apply("paper", Path("params.yaml"))
     p = load_params(Path("params.yaml"))
     assert (p.data.image_size, p.split.k_folds, p.train.lr, p.train.batch_size) == (256, 5, 1e-4, 16)
@@ -23,10 +29,19 @@ def test_paper_profile_sets_the_paper_protocol(tmp_path, monkeypatch):
     assert p.train.early_stopping_patience == 15 and p.augment.copies_per_image == 6
 
 
+def test_wound_profile_switches_the_breast_params_to_the_wound_workload(project):
+    apply("wound", Path("params.yaml"))
+    p = load_params(Path("params.yaml"))
+    assert (p.workload, p.data.layout, p.data.channels, p.model.name) == ("wound", "dfutissue", 3, "attention_unet")
+    assert [t.name for t in p.tasks] == ["wound", "tissue"]
+    assert dict(p.registry.floors) == {"wound.dice": 0.5, "tissue.dice": 0.3}  # the breast floors are gone
+    assert p.train.balancers == ("equal", "uncertainty", "gradnorm", "dwa", "atdwa")
+
+
 def test_unknown_profile_lists_known_ones_and_leaves_params_alone(tmp_path, monkeypatch):
     shutil.copytree(ROOT / "profiles", tmp_path / "profiles")
     (tmp_path / "params.yaml").write_text("seed: 1\n")
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(ConfigError, match=r"known profiles: \['paper'\]"):
+    with pytest.raises(ConfigError, match=r"known profiles: \['paper', 'wound'\]"):
         apply("papr", Path("params.yaml"))
     assert (tmp_path / "params.yaml").read_text() == "seed: 1\n"

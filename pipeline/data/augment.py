@@ -1,8 +1,8 @@
 """Augment stage: offline albumentations expansion of the training split (never the test split).
 
 Every training image gets ``augment.copies_per_image`` copies; copy ``i`` applies transform
-``augment.transforms[i % n]`` with probability 1 to image and mask together (masks by nearest-neighbour,
-so they stay in {0, 1}). Copy ``i`` of image ``id`` is seeded from ``(seed, id, i)`` alone, so the output
+``augment.transforms[i % n]`` with probability 1 to image and masks together (masks — the binary mask and,
+where there is one, the tissue index mask — by nearest-neighbour, so they keep their values). Copy ``i`` of image ``id`` is seeded from ``(seed, id, i)`` alone, so the output
 is byte-identical across runs and worker counts.
 
 ``<out>/`` holds the array layout of :mod:`pipeline.data.preprocess` (rows ordered by sorted source id,
@@ -23,7 +23,7 @@ import numpy as np
 
 from pipeline.atomic import atomic_dir
 from pipeline.config import AugmentParams, Params
-from pipeline.data.preprocess import CHUNK, Batch, map_chunks, open_arrays, rows_of, write_arrays
+from pipeline.data.preprocess import ARRAY_DTYPES, CHUNK, Batch, map_chunks, open_arrays, rows_of, write_arrays
 from pipeline.data.split import read_split
 from pipeline.paths import MANIFEST, SPLIT_FILE
 
@@ -72,6 +72,7 @@ def run(params: Params, preprocessed: Path, split: Path, out_dir: Path) -> None:
             size=size,
             channels=meta["channels"],
             batches=map_chunks(augment, chunks, params.data.workers, "augment", len(jobs)),
+            names=[name for name in ARRAY_DTYPES if name in meta["arrays"]],
             source_id=[id_ for _, id_, _ in jobs],
             transform=[aug.transforms[i % len(aug.transforms)] for _, _, i in jobs],
             seed=params.seed,
@@ -101,17 +102,19 @@ def _augment_chunk(
     rows = np.asarray([row for row, _, _ in jobs], dtype=np.int64)
     # One gather per array for the whole chunk (a row repeats once per copy): in-memory (B, S, S, C) images.
     chunk_images = np.ascontiguousarray(source["image"][rows].transpose(0, 2, 3, 1))
-    chunk_masks = np.asarray(source["mask"][rows])
+    mask_names = [name for name in ("mask", "tissue") if name in source]
+    chunk_masks = {name: np.asarray(source[name][rows]) for name in mask_names}
     transforms = {name: _transform(name, aug, size) for name in aug.transforms}
-    images, masks = [], []
+    images, masks = [], {name: [] for name in mask_names}
     for i, (_, source_id, copy) in enumerate(jobs):
         transform = transforms[aug.transforms[copy % len(aug.transforms)]]
         transform.set_random_seed(copy_seed(seed, source_id, copy))
-        out = transform(image=chunk_images[i], mask=chunk_masks[i])
+        out = transform(image=chunk_images[i], masks=[chunk_masks[name][i] for name in mask_names])
         images.append(out["image"].transpose(2, 0, 1))
-        masks.append(out["mask"])
+        for name, mask in zip(mask_names, out["masks"]):
+            masks[name].append(mask)
     return {
         "image": np.stack(images),
-        "mask": np.stack(masks),
+        **{name: np.stack(stack) for name, stack in masks.items()},
         "label": np.asarray(source["label"][rows], dtype=np.int64),
     }

@@ -9,24 +9,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.data.images import png_shape
+from pipeline.data.scanned import SourceImage, shallowest
 from pipeline.errors import DataError
 
 _NAME = re.compile(r"^(?P<label>[a-z]+) \((?P<n>\d+)\)(?P<mask>_mask(?:_(?P<k>\d+))?)?\.png$", re.IGNORECASE)
-_SKIPPED_DIRS = ("__MACOSX",)
-
-
-@dataclass(frozen=True)
-class SourceImage:
-    """One image of a BUSI-layout folder: ``id`` like ``benign_0012`` for ``benign (12).png``."""
-
-    id: str
-    label: str
-    image: Path
-    masks: tuple[Path, ...]
 
 
 def record_id(label: str, number: int) -> str:
@@ -35,22 +23,8 @@ def record_id(label: str, number: int) -> str:
 
 
 def find_root(folder: Path, classes: Sequence[str]) -> Path:
-    """The shallowest folder at or below ``folder`` holding a sub-folder named after a class.
-
-    Hidden and ``__MACOSX`` folders are skipped. Raises DataError when there is none.
-    """
-    level = [Path(folder)]
-    while level:
-        for candidate in level:
-            if any((candidate / c).is_dir() for c in classes):
-                return candidate
-        level = sorted(
-            child
-            for parent in level
-            for child in parent.iterdir()
-            if child.is_dir() and not child.name.startswith(".") and child.name not in _SKIPPED_DIRS
-        )
-    raise DataError(f"{folder}: no BUSI class folder ({', '.join(classes)}) found at any depth")
+    """The shallowest folder at or below ``folder`` holding a sub-folder named after a class."""
+    return shallowest(folder, lambda f: any((f / c).is_dir() for c in classes), f"BUSI class folder ({', '.join(classes)})")
 
 
 def _scan_class(folder: Path, label: str) -> list[SourceImage]:
@@ -87,7 +61,7 @@ def scan(folder: Path, classes: Sequence[str]) -> list[SourceImage]:
     ``folder`` may be ``Dataset_BUSI_with_GT`` itself or any folder containing it. A configured
     class without a folder or without images, an image without a mask, a mask without an image and
     two files with the same number raise DataError naming the file or folder. File contents are
-    not read here; see :func:`check`.
+    not read here; see :func:`pipeline.data.scanned.check`.
     """
     root = find_root(folder, classes)
     records: list[SourceImage] = []
@@ -97,15 +71,3 @@ def scan(folder: Path, classes: Sequence[str]) -> list[SourceImage]:
             raise DataError(f"{class_dir}: class folder missing (data.classes lists '{label}')")
         records.extend(_scan_class(class_dir, label))
     return sorted(records, key=lambda r: r.id)
-
-
-def check(image: SourceImage) -> None:
-    """Decode the image and each of its masks; raise DataError unless all decode and sizes agree."""
-    shape = png_shape(image.image)
-    for mask in image.masks:
-        mask_shape = png_shape(mask)
-        if mask_shape != shape:
-            raise DataError(
-                f"{mask}: mask is {mask_shape[1]}x{mask_shape[0]} px but its image {image.image.name} "
-                f"is {shape[1]}x{shape[0]} px"
-            )

@@ -7,8 +7,8 @@ training, and a copy under two labels contradicts itself. Ingest finds the group
 one fold (:func:`units`).
 
 Pixels, not file bytes, decide: the same image re-encoded (another PNG compressor, RGB-encoded grey)
-is still a duplicate. Each image is decoded as training reads it (:func:`pipeline.data.images.read_grey`)
-and hashed with its shape.
+is still a duplicate. Each image is decoded to RGB (:func:`pipeline.data.images.read_image`; a grey image
+repeats its level, so grey and RGB-encoded grey agree) and hashed with its shape.
 """
 
 from __future__ import annotations
@@ -18,12 +18,12 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from pipeline.data.images import read_grey
+from pipeline.data.images import read_image
 
 
 def pixel_digest(path: Path) -> str:
-    """sha256 of the grey pixels ``(H, W)`` uint8 of the PNG at ``path``, shape included."""
-    pixels = read_grey(path)
+    """sha256 of the RGB pixels ``(3, H, W)`` uint8 of the PNG at ``path``, shape included."""
+    pixels = read_image(path, 3)
     return hashlib.sha256(f"{pixels.shape}".encode() + pixels.tobytes()).hexdigest()
 
 

@@ -1,4 +1,4 @@
-"""Decoding PNG images and lesion masks into numpy arrays (Pillow).
+"""Decoding PNG images, binary masks and index (tissue) masks into numpy arrays (Pillow).
 
 Every function raises :class:`~pipeline.errors.DataError` naming the file when it is missing, is
 not a PNG or does not decode completely (truncated or corrupt data).
@@ -47,6 +47,44 @@ def read_grey(path: Path) -> np.ndarray:
         wide = np.clip(np.asarray(img, dtype=np.int64), 0, 65535)
         return ((wide * 255 + 32767) // 65535).astype(np.uint8)
     return np.asarray(img.convert("L"), dtype=np.uint8)
+
+
+def read_image(path: Path, channels: int) -> np.ndarray:
+    """Read a PNG as ``(channels, H, W)`` uint8: grey levels (:func:`read_grey`) for 1 channel, RGB for 3.
+
+    A grey PNG read as RGB repeats its grey level in every channel; alpha is dropped.
+    """
+    if channels == 1:
+        return read_grey(path)[None]
+    img = _decode(Path(path))
+    if img.mode in _SIXTEEN_BIT_MODES:
+        return np.repeat(read_grey(path)[None], 3, axis=0)
+    return np.asarray(img.convert("RGB"), dtype=np.uint8).transpose(2, 0, 1)
+
+
+def read_index_mask(path: Path, num_values: int, names: Sequence[str]) -> np.ndarray:
+    """Read an index PNG (8-bit grey, each pixel a class index) as ``(H, W)`` uint8 in ``0 .. num_values - 1``.
+
+    ``names[k]`` names index ``k`` in error messages. A palette, colour or 16-bit PNG, or an index outside
+    the range, raises DataError naming the file: a palette PNG's pixel values are positions in its colour
+    table, which need not be the class indices, so it is not guessed at.
+    """
+    img = _decode(Path(path))
+    if img.mode in ("P", "PA"):
+        raise DataError(
+            f"{path}: palette PNG, but an index PNG is expected (mode 'L': 8-bit grey whose values are the "
+            f"indices {dict(enumerate(names))}); convert it, mapping each palette colour to its class index"
+        )
+    if img.mode != "L":
+        raise DataError(f"{path}: {img.mode} PNG, but an index PNG is expected (mode 'L', values {dict(enumerate(names))})")
+    index = np.asarray(img, dtype=np.uint8)
+    bad = np.unique(index[index >= num_values])
+    if bad.size:
+        raise DataError(
+            f"{path}: index values {bad[:10].tolist()} outside the configured classes "
+            f"{dict(enumerate(names))} (data.tissues lists the classes after 0 = background)"
+        )
+    return index
 
 
 def read_mask(paths: Sequence[Path]) -> np.ndarray:

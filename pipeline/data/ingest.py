@@ -1,7 +1,9 @@
 """The ingest stage: read the configured dataset into ``<out_dir>/files`` and ``manifest.json``.
 
-``data.source`` is ``synthetic`` (generated from ``seed``) or a BUSI-layout local folder, archive
-or S3 prefix (:mod:`pipeline.data.sources`). Every image and mask is decoded and size-checked
+``data.source`` is ``synthetic`` (generated from ``seed`` in the layout of the workload) or a local
+folder, archive or S3 prefix (:mod:`pipeline.data.sources`) in the layout ``data.layout``: ``busi``
+(:mod:`pipeline.data.busi`), ``dfutissue`` or ``fuseg`` (:mod:`pipeline.data.wound_layouts`). Every
+image and mask is decoded and size-checked (tissue index masks value-checked against ``data.tissues``)
 before the output replaces the previous one, so a failure leaves ``out_dir`` as it was.
 """
 
@@ -12,32 +14,61 @@ import hashlib
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from tqdm import tqdm
 
 from pipeline import atomic
 from pipeline.config import Params
-from pipeline.data import busi, duplicates, sources, synthetic
+from pipeline.errors import ConfigError
+from pipeline.data import busi, duplicates, sources, synthetic, wound_layouts, wound_synthetic
+from pipeline.data.images import read_index_mask
 from pipeline.data.manifest import Manifest, Record, write_manifest
+from pipeline.data.scanned import SourceImage, check
 
 SYNTHETIC = "synthetic"
+SCANNERS: dict[str, Callable[[Path, Params], list[SourceImage]]] = {
+    "busi": lambda folder, params: busi.scan(folder, params.data.classes),
+    "dfutissue": lambda folder, params: wound_layouts.scan_dfutissue(folder),
+    "fuseg": lambda folder, params: wound_layouts.scan_fuseg(folder),
+}
+
+
+def _generate(params: Params, folder: Path) -> None:
+    """The synthetic dataset of ``params.data.layout``'s workload, written in that layout."""
+    if params.data.layout == "busi":
+        synthetic.generate(params, folder)
+    else:
+        wound = params.data.synthetic_wound
+        colours = [t.colour for t in params.data.tissues]
+        wound_synthetic.generate_dfutissue(folder, wound.n_trainval, wound.n_test, wound.size, params.seed, colours)
 
 
 @contextlib.contextmanager
 def _dataset_folder(params: Params) -> Iterator[Path]:
-    """Yield a local BUSI-layout folder for ``params.data.source``."""
+    """Yield a local folder in ``params.data.layout`` for ``params.data.source``."""
     if params.data.source == SYNTHETIC:
+        if params.data.layout == "fuseg":
+            raise ConfigError("data.source = 'synthetic' with data.layout = 'fuseg': the synthetic wound photos "
+                              "are generated in the 'dfutissue' layout")
         with tempfile.TemporaryDirectory(prefix="mtl-synthetic-") as tmp:
-            synthetic.generate(params, Path(tmp))
+            _generate(params, Path(tmp))
             yield Path(tmp)
     else:
         with sources.local_folder(params.data.source) as folder:
             yield folder
 
 
-def _copy(image: busi.SourceImage, out_dir: Path) -> Record:
+def _check(image: SourceImage, params: Params) -> None:
+    """Decode and size-check the files; a DFUTissue annotation must be an index PNG of ``data.tissues``."""
+    check(image)
+    if params.data.layout == "dfutissue":
+        names = wound_layouts.tissue_names([t.name for t in params.data.tissues])
+        read_index_mask(image.masks[0], len(names), names)
+
+
+def _copy(image: SourceImage, out_dir: Path) -> Record:
     """Copy one checked image and its masks to ``out_dir/files/<label>/<id>[_mask[_k]].png``."""
     folder = Path("files") / image.label
     (out_dir / folder).mkdir(parents=True, exist_ok=True)
@@ -49,7 +80,7 @@ def _copy(image: busi.SourceImage, out_dir: Path) -> Record:
         shutil.copyfile(mask, out_dir / mask_rel)
         mask_rels.append(mask_rel.as_posix())
     sha256 = hashlib.sha256((out_dir / image_rel).read_bytes()).hexdigest()
-    return Record(image.id, image.label, image_rel.as_posix(), tuple(mask_rels), sha256)
+    return Record(image.id, image.label, image_rel.as_posix(), tuple(mask_rels), sha256, image.subset)
 
 
 def run(params: Params, out_dir: Path) -> None:
@@ -62,8 +93,8 @@ def run(params: Params, out_dir: Path) -> None:
     """
     with _dataset_folder(params) as folder, atomic.atomic_dir(Path(out_dir)) as tmp:
         records, digests = [], {}
-        for image in tqdm(busi.scan(folder, params.data.classes), desc="ingest", unit="image"):
-            busi.check(image)
+        for image in tqdm(SCANNERS[params.data.layout](folder, params), desc="ingest", unit="image"):
+            _check(image, params)
             record = _copy(image, tmp)
             records.append(record)
             digests[record.id] = duplicates.pixel_digest(tmp / record.image)
@@ -73,5 +104,6 @@ def run(params: Params, out_dir: Path) -> None:
             print(f"ingest: {len(groups)} groups of images with identical pixels (split keeps each group "
                   f"in one split and fold):", *duplicates.describe(groups, labels), sep="\n  ", file=sys.stderr)
         write_manifest(
-            tmp, Manifest(params.data.source, params.data.layout, params.data.classes, tuple(records), groups)
+            tmp, Manifest(params.data.source, params.data.layout, params.record_classes, tuple(records), groups)
         )
+

@@ -3,11 +3,13 @@
 ``<ingested>/manifest.json``::
 
     {"source": str, "layout": str, "classes": [str, ...],
-     "records": [{"id": str, "label": str, "image": str, "masks": [str, ...], "sha256": str}, ...],
+     "records": [{"id": str, "label": str, "image": str, "masks": [str, ...], "sha256": str,
+                  "subset": "test" | null}, ...],
      "duplicates": [[id, id, ...], ...]}
 
 ``image`` and ``masks`` are paths relative to the manifest's folder; ``sha256`` is the checksum of
-the source image file's bytes. Records are sorted by ``id``. ``duplicates`` lists the groups of
+the source image file's bytes; ``subset`` is ``"test"`` for an image the dataset publishes as a test image.
+Records are sorted by ``id``. ``duplicates`` lists the groups of
 records whose images have identical pixels (absent: none known).
 """
 
@@ -24,13 +26,18 @@ from pipeline.paths import MANIFEST
 
 @dataclass(frozen=True)
 class Record:
-    """One image with its lesion mask file(s) (OR-ed together downstream) and its class label."""
+    """One image with its mask file(s) and its class label.
+
+    The masks' meaning depends on the manifest's layout: ``busi`` lesion masks (OR-ed downstream),
+    ``dfutissue`` one tissue index mask, ``fuseg`` one wound mask.
+    """
 
     id: str
     label: str
     image: str
     masks: tuple[str, ...]
     sha256: str
+    subset: str | None = None
 
 
 @dataclass(frozen=True)
@@ -60,7 +67,8 @@ def read_manifest(folder: Path) -> Manifest:
     try:
         body = json.loads(path.read_text(encoding="utf-8"))
         records = tuple(
-            Record(r["id"], r["label"], r["image"], tuple(r["masks"]), r["sha256"]) for r in body["records"]
+            Record(r["id"], r["label"], r["image"], tuple(r["masks"]), r["sha256"], r.get("subset"))
+            for r in body["records"]
         )
         duplicates = tuple(tuple(group) for group in body.get("duplicates", []))
         return Manifest(body["source"], body["layout"], tuple(body["classes"]), records, duplicates)

@@ -2,12 +2,14 @@
 
 ``<out>/`` (the *array layout*, shared with the augment stage)::
 
-    image.npy      (N, C, S, S) uint8  grey image, replicated to C = data.channels channels
-    mask.npy       (N, S, S)    uint8  lesion mask in {0, 1} (all mask files of a record OR-ed)
+    image.npy      (N, C, S, S) uint8  C = data.channels: 1 grey level, or 3 RGB (a grey image repeated)
+    mask.npy       (N, S, S)    uint8  lesion / wound mask in {0, 1} (BUSI: all mask files of a record OR-ed;
+                                       DFUTissue: every pixel with a tissue)
+    tissue.npy     (N, S, S)    uint8  DFUTissue layout only: tissue index, 0 background, k = data.tissues[k - 1]
     label.npy      (N,)         int64  index into ``classes``
     manifest.json  {"ids": [id, ...], "classes": [...], "class_counts": {class: n},
                     "image_size": S, "channels": C,
-                    "arrays": {"image" | "mask" | "label": {"shape": [...], "dtype": str, "sha256": str}}}
+                    "arrays": {"image" | "mask" | "tissue" | "label": {"shape": [...], "dtype": str, "sha256": str}}}
 
 Row ``i`` of every array belongs to ``ids[i]``; preprocess keeps the ingest manifest's (sorted) record order.
 ``S`` is ``data.image_size``. Every ``.npy`` opens with ``np.load(path, mmap_mode="r")``.
@@ -31,12 +33,17 @@ from tqdm import tqdm
 
 from pipeline.atomic import atomic_dir, atomic_write_json
 from pipeline.config import Params
-from pipeline.data.images import read_grey, read_mask
+from pipeline.data.images import read_image, read_index_mask, read_mask
+from pipeline.data.wound_layouts import tissue_names
 from pipeline.data.manifest import Record, read_manifest
 from pipeline.errors import DataError
 from pipeline.paths import MANIFEST
 
-ARRAY_DTYPES = {"image": np.dtype(np.uint8), "mask": np.dtype(np.uint8), "label": np.dtype(np.int64)}
+ARRAY_DTYPES = {
+    "image": np.dtype(np.uint8), "mask": np.dtype(np.uint8), "tissue": np.dtype(np.uint8), "label": np.dtype(np.int64)
+}
+BASE_ARRAYS = ("image", "mask", "label")
+"""The arrays of every layout; ``tissue`` is added where the masks are tissue index masks."""
 CHUNK = 32  # rows per task handed to a worker process
 # Seconds from creating a worker pool to its first result: the fork server imports the stage's module
 # (torch, albumentations, OpenCV), 2.2 s on the 2-core benchmark machine (`make bench`, scaling part).
@@ -57,8 +64,9 @@ def run(params: Params, ingested: Path, out_dir: Path) -> None:
         )
     records = manifest.records
     size, channels = params.data.image_size, params.data.channels
+    tissues = tissue_names([t.name for t in params.data.tissues]) if manifest.layout == "dfutissue" else None
     convert = functools.partial(
-        _preprocess_chunk, ingested=ingested, classes=manifest.classes, size=size, channels=channels
+        _preprocess_chunk, ingested=ingested, classes=manifest.classes, size=size, channels=channels, tissues=tissues
     )
     chunks = [records[i : i + CHUNK] for i in range(0, len(records), CHUNK)]
     with atomic_dir(out_dir) as tmp:
@@ -69,6 +77,7 @@ def run(params: Params, ingested: Path, out_dir: Path) -> None:
             size=size,
             channels=channels,
             batches=map_chunks(convert, chunks, params.data.workers, "preprocess", len(records)),
+            names=BASE_ARRAYS + ("tissue",) * (tissues is not None),
         )
 
 
@@ -79,30 +88,43 @@ def resize_image(image: np.ndarray, size: int) -> np.ndarray:
 
 
 def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
-    """``(H, W)`` {0, 1} → ``(size, size)`` {0, 1} uint8 by nearest-neighbour interpolation."""
+    """``(H, W)`` uint8 mask (binary or class index) → ``(size, size)`` by nearest-neighbour interpolation."""
     return cv2.resize(mask, (size, size), interpolation=cv2.INTER_NEAREST)
 
 
 def _preprocess_chunk(
-    records: Sequence[Record], ingested: Path, classes: Sequence[str], size: int, channels: int
+    records: Sequence[Record],
+    ingested: Path,
+    classes: Sequence[str],
+    size: int,
+    channels: int,
+    tissues: Sequence[str] | None,
 ) -> Batch:
-    images, masks = [], []
+    """Rows of ``records``; ``tissues`` (index-mask class names) when each record's one mask is a tissue
+    index mask, None when its masks are binary."""
+    images, masks, tissue_masks = [], [], []
     for record in records:
-        image = read_grey(ingested / record.image)
+        image = read_image(ingested / record.image, channels)
         mask_paths = [ingested / m for m in record.masks]
-        mask = read_mask(mask_paths)
-        if mask.shape != image.shape:
+        index = None if tissues is None else read_index_mask(mask_paths[0], len(tissues), tissues)
+        mask = read_mask(mask_paths) if index is None else (index > 0).astype(np.uint8)
+        if mask.shape != image.shape[1:]:
             raise DataError(
                 f"{mask_paths[0]}: mask is {mask.shape[1]}x{mask.shape[0]} px but its image "
-                f"{ingested / record.image} is {image.shape[1]}x{image.shape[0]} px"
+                f"{ingested / record.image} is {image.shape[2]}x{image.shape[1]} px"
             )
-        images.append(np.repeat(resize_image(image, size)[None], channels, axis=0))
+        images.append(np.stack([resize_image(band, size) for band in image]))
         masks.append(resize_mask(mask, size))
-    return {
+        if index is not None:
+            tissue_masks.append(resize_mask(index, size))
+    batch = {
         "image": np.stack(images),
         "mask": np.stack(masks),
         "label": np.array([classes.index(r.label) for r in records], dtype=np.int64),
     }
+    if tissue_masks:
+        batch["tissue"] = np.stack(tissue_masks)
+    return batch
 
 
 def _single_threaded_cv2() -> None:
@@ -144,9 +166,10 @@ def map_chunks(
             pool.shutdown(cancel_futures=True)
 
 
-def array_shapes(n: int, channels: int, size: int) -> dict[str, tuple[int, ...]]:
-    """Shapes of the layout's arrays for ``n`` rows."""
-    return {"image": (n, channels, size, size), "mask": (n, size, size), "label": (n,)}
+def array_shapes(n: int, channels: int, size: int, names: Sequence[str] = BASE_ARRAYS) -> dict[str, tuple[int, ...]]:
+    """Shapes of the arrays ``names`` for ``n`` rows."""
+    shapes = {"image": (n, channels, size, size), "mask": (n, size, size), "tissue": (n, size, size), "label": (n,)}
+    return {name: shapes[name] for name in names}
 
 
 def write_arrays(
@@ -156,17 +179,18 @@ def write_arrays(
     size: int,
     channels: int,
     batches: Iterable[Batch],
+    names: Sequence[str] = BASE_ARRAYS,
     **extra: Any,
 ) -> None:
-    """Write the array layout into ``folder``: rows from ``batches`` in order, then ``manifest.json``.
+    """Write the arrays ``names`` into ``folder``: rows from ``batches`` in order, then ``manifest.json``.
 
     ``batches`` must hold ``len(ids)`` rows in all; ``extra`` keys are added to the manifest.
     Arrays are filled through memory maps, so memory use is bounded by one batch.
     """
-    shapes = array_shapes(len(ids), channels, size)
+    shapes = array_shapes(len(ids), channels, size, names)
     arrays = {
-        name: np.lib.format.open_memmap(folder / f"{name}.npy", mode="w+", dtype=dtype, shape=shapes[name])
-        for name, dtype in ARRAY_DTYPES.items()
+        name: np.lib.format.open_memmap(folder / f"{name}.npy", mode="w+", dtype=ARRAY_DTYPES[name], shape=shape)
+        for name, shape in shapes.items()
     }
     row = 0
     for batch in batches:
@@ -209,13 +233,17 @@ def open_arrays(folder: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     path = folder / MANIFEST
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))
-        expected = array_shapes(len(meta["ids"]), meta["channels"], meta["image_size"])
+        names = [name for name in ARRAY_DTYPES if name in meta["arrays"]]
+        if not set(BASE_ARRAYS) <= set(names):
+            raise KeyError(f"arrays must list {list(BASE_ARRAYS)}")
+        expected = array_shapes(len(meta["ids"]), meta["channels"], meta["image_size"], names)
     except FileNotFoundError:
         raise DataError(f"{path}: not found (run the stage that writes {folder.name}/ first)") from None
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
         raise DataError(f"{path}: malformed array manifest ({exc!r})") from None
     arrays = {}
-    for name, dtype in ARRAY_DTYPES.items():
+    for name in expected:
+        dtype = ARRAY_DTYPES[name]
         file = folder / f"{name}.npy"
         try:
             array = np.load(file, mmap_mode="r")

@@ -1,5 +1,8 @@
 """Split stage: stratified train/test split, then stratified k folds on the training part.
 
+Where the dataset publishes a test subset (DFUTissue ``Test``, FUSeg ``validation``: the manifest's
+``subset``), that subset is the test split and ``split.test_fraction`` is not used.
+
 ``<out>/split.json``::
 
     {"seed": int, "test_fraction": float, "k_folds": int,
@@ -41,15 +44,24 @@ def run(params: Params, ingested: Path, out_dir: Path) -> None:
     units, members = duplicates.units(ids, manifest.duplicates)
     label_of = dict(zip(ids, labels))
     unit_labels = [label_of[u] for u in units]
-    try:
-        train_units, test_units, train_labels, _ = train_test_split(
-            units, unit_labels, test_size=params.split.test_fraction, random_state=params.seed, stratify=unit_labels
-        )
-    except ValueError as exc:
-        raise DataError(
-            f"{source}: cannot split class counts {counts} with split.test_fraction="
-            f"{params.split.test_fraction} ({exc})"
-        ) from None
+    published_test = {r.id for r in manifest.records if r.subset == "test"}
+    if published_test:
+        # The dataset's own test subset stays the test split; a duplicate group touching it goes there whole.
+        in_test = [any(i in published_test for i in members[u]) for u in units]
+        train_units = [u for u, test in zip(units, in_test) if not test]
+        test_units = [u for u, test in zip(units, in_test) if test]
+        train_labels = [label_of[u] for u in train_units]
+    else:
+        try:
+            train_units, test_units, train_labels, _ = train_test_split(
+                units, unit_labels, test_size=params.split.test_fraction, random_state=params.seed,
+                stratify=unit_labels,
+            )
+        except ValueError as exc:
+            raise DataError(
+                f"{source}: cannot split class counts {counts} with split.test_fraction="
+                f"{params.split.test_fraction} ({exc})"
+            ) from None
     k = params.split.k_folds
     train_counts = Counter(train_labels)
     short = {c: train_counts[c] for c in manifest.classes if train_counts[c] < k}

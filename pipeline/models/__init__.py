@@ -9,6 +9,8 @@ from pipeline.errors import ConfigError
 from pipeline.models.attention_unet import AttentionUNetMTL
 from pipeline.models.base import MultiTaskModel
 from pipeline.models.ssc_resnet import SSCResNet34, load_pretrained_encoder
+from pipeline.models.swin_unetr import MIN_IMAGE_SIZE, SwinUNETRMTL, feature_size_for_width
+from pipeline.models.unet import UNetMTL
 from pipeline.tasks import Task
 
 
@@ -21,17 +23,45 @@ def _ssc_resnet34(params: Params, tasks: Sequence[Task]) -> MultiTaskModel:
     return model
 
 
-def _attention_unet(params: Params, tasks: Sequence[Task]) -> MultiTaskModel:
+def _refuse_pretrained_encoder(params: Params) -> None:
     if params.model.pretrained_encoder is not None:
         raise ConfigError(
             "model.pretrained_encoder: only ssc_resnet34 loads a pretrained encoder; set it to null"
         )
+
+
+def _attention_unet(params: Params, tasks: Sequence[Task]) -> MultiTaskModel:
+    _refuse_pretrained_encoder(params)
     return AttentionUNetMTL(tasks, in_channels=params.data.channels, dropout=params.model.dropout)
+
+
+def _unet(params: Params, tasks: Sequence[Task]) -> MultiTaskModel:
+    _refuse_pretrained_encoder(params)
+    return UNetMTL(
+        tasks, in_channels=params.data.channels, dropout=params.model.dropout, width=params.model.width
+    )
+
+
+def _swin_unetr(params: Params, tasks: Sequence[Task]) -> MultiTaskModel:
+    _refuse_pretrained_encoder(params)
+    if params.data.image_size < MIN_IMAGE_SIZE:
+        raise ConfigError(
+            f"data.image_size = {params.data.image_size}: swin_unetr needs at least {MIN_IMAGE_SIZE} "
+            "(its 1/32-scale bottleneck must have more than one pixel)"
+        )
+    return SwinUNETRMTL(
+        tasks,
+        in_channels=params.data.channels,
+        dropout=params.model.dropout,
+        feature_size=feature_size_for_width(params.model.width),
+    )
 
 
 MODEL_BUILDERS: dict[str, Callable[[Params, Sequence[Task]], MultiTaskModel]] = {
     "ssc_resnet34": _ssc_resnet34,
     "attention_unet": _attention_unet,
+    "unet": _unet,
+    "swin_unetr": _swin_unetr,
 }
 
 
@@ -43,4 +73,12 @@ def build_model(params: Params, tasks: Sequence[Task]) -> MultiTaskModel:
     return builder(params, tasks)
 
 
-__all__ = ["AttentionUNetMTL", "MultiTaskModel", "SSCResNet34", "build_model", "load_pretrained_encoder"]
+__all__ = [
+    "AttentionUNetMTL",
+    "MultiTaskModel",
+    "SSCResNet34",
+    "SwinUNETRMTL",
+    "UNetMTL",
+    "build_model",
+    "load_pretrained_encoder",
+]

@@ -21,12 +21,14 @@ class MultiTaskModel(nn.Module, ABC):
     """
 
     task_names: tuple[str, ...]
+    heads: nn.ModuleDict
+    """One head per task, by task name: ``head(features)`` → that task's logits."""
 
     @abstractmethod
     def encode(self, x: torch.Tensor) -> list[torch.Tensor]: ...
 
-    @abstractmethod
-    def decode(self, features: list[torch.Tensor]) -> dict[str, torch.Tensor]: ...
+    def decode(self, features: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {name: head(features) for name, head in self.heads.items()}
 
     @property
     @abstractmethod
@@ -36,8 +38,10 @@ class MultiTaskModel(nn.Module, ABC):
     @abstractmethod
     def shared_parameters(self) -> list[nn.Parameter]: ...
 
-    @abstractmethod
-    def task_parameters(self, task: str) -> list[nn.Parameter]: ...
+    def task_parameters(self, task: str) -> list[nn.Parameter]:
+        if task not in self.heads:
+            raise ValueError(f"unknown task {task!r}; this model has {list(self.task_names)}")
+        return list(self.heads[task].parameters())
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         return self.decode(self.encode(x))

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
+
+from pipeline.tasks import Task
 
 
 class ClassificationHead(nn.Module):
@@ -25,3 +29,28 @@ class ClassificationHead(nn.Module):
 
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
         return self.fc(self.dropout(self.pool(features[-1]).flatten(1)))
+
+
+class SegmentationHead(nn.Module):
+    """1x1 convolution of the last feature map ``(B, C, H, W)`` to logits ``(B, out_channels, H, W)``."""
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size=1)
+
+    def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
+        return self.conv(features[-1])
+
+
+def pointwise_heads(tasks: Sequence[Task], in_channels: int, dropout: float) -> nn.ModuleDict:
+    """One head per task on a full-resolution trunk feature ``(B, in_channels, H, W)``, keyed by task name:
+    a :class:`SegmentationHead` per segmentation task, a :class:`ClassificationHead` (with ``dropout``)
+    per classification task."""
+    return nn.ModuleDict(
+        {
+            t.name: SegmentationHead(in_channels, t.out_channels)
+            if t.is_segmentation
+            else ClassificationHead(in_channels, t.out_channels, dropout)
+            for t in tasks
+        }
+    )

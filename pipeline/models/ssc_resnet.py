@@ -123,20 +123,12 @@ class SSCResNet34(MultiTaskModel):
             features.append(x)
         return features
 
-    def decode(self, features: list[torch.Tensor]) -> dict[str, torch.Tensor]:
-        return {name: head(features) for name, head in self.heads.items()}
-
     @property
     def last_shared_layer(self) -> nn.Module:
         return self.encoder.layer4[-1].conv2
 
     def shared_parameters(self) -> list[nn.Parameter]:
         return list(self.encoder.parameters())
-
-    def task_parameters(self, task: str) -> list[nn.Parameter]:
-        if task not in self.heads:
-            raise ValueError(f"unknown task {task!r}; this model has {list(self.task_names)}")
-        return list(self.heads[task].parameters())
 
 
 def load_pretrained_encoder(model: SSCResNet34, source: str | Path) -> None:

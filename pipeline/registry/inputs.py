@@ -1,13 +1,13 @@
 """Image files → model input, with exactly the preprocessing the training data went through.
 
-:func:`pipeline.data.images.read_grey` (PNG only; 16-bit grey scaled to 8 bits; RGB-encoded grey,
-R = G = B, read as grey) → :func:`pipeline.data.preprocess.resize_image` to ``S × S`` → replicated to
-``C`` channels → float32 ``x / 127.5 - 1`` (the scaling of :func:`pipeline.train.loop.to_tensors`).
+:func:`pipeline.data.images.read_image` (PNG only) with the model's channel count ``C`` — 1: grey
+(16-bit grey scaled to 8 bits; RGB-encoded grey, R = G = B, read as grey); 3: RGB (grey repeated) —
+→ :func:`pipeline.data.preprocess.resize_image` per channel to ``S × S`` → float32 ``x / 127.5 - 1``
+(the scaling of :func:`pipeline.train.loop.to_tensors`).
 
-Training images are grey ultrasound. A file whose colour channels differ (a colour picture) or that
-has transparent pixels has no faithful grey reading, so it is rejected with a :class:`DataError`
-rather than converted with luma weights, whatever the model's channel count ``C`` (a 3-channel
-model also takes grey replicated to 3 channels).
+A 1-channel model was trained on grey ultrasound: a file whose colour channels differ (a colour picture)
+or that has transparent pixels has no faithful grey reading, so it is rejected with a :class:`DataError`
+rather than converted with luma weights. A 3-channel model reads colour as training did (alpha dropped).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from pipeline.data.images import read_grey
+from pipeline.data.images import read_image
 from pipeline.data.preprocess import resize_image
 from pipeline.errors import DataError
 
@@ -53,10 +53,11 @@ def read_input(path: Path, size: int, channels: int) -> ModelInput:
     """Read ``path`` as the model's input (module docstring); DataError naming the file if it cannot be."""
     if not Path(path).is_file():
         raise DataError(f"{path}: no such file")
-    grey = read_grey(path)
-    _check_grey(path)
-    image = np.repeat(resize_image(grey, size)[None], channels, axis=0)
-    return ModelInput(image.astype(np.float32) / 127.5 - 1.0, *grey.shape)
+    pixels = read_image(path, channels)  # (C, H, W)
+    if channels == 1:
+        _check_grey(path)
+    image = np.stack([resize_image(band, size) for band in pixels])
+    return ModelInput(image.astype(np.float32) / 127.5 - 1.0, *pixels.shape[1:])
 
 
 def _check_grey(path: Path) -> None:

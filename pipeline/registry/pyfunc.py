@@ -1,9 +1,9 @@
 """The registered model: an MLflow pyfunc ``PythonModel`` that rebuilds the network from its params and
 checkpoint, so ``mlflow.pyfunc.load_model("models:/<name>@champion")`` serves it.
 
-Input: images ``(B, C, S, S)`` float32, preprocessed as training saw them — grey, resized to
-``S = data.image_size``, replicated to ``C = data.channels`` and scaled to [-1, 1] (``x / 127.5 - 1``
-of the uint8 grey level); :mod:`pipeline.registry.inputs` does this for image files.
+Input: images ``(B, C, S, S)`` float32, preprocessed as training saw them — grey (``C = data.channels``
+= 1) or RGB (3), resized to ``S = data.image_size`` and scaled to [-1, 1] (``x / 127.5 - 1`` of the
+uint8 level); :mod:`pipeline.registry.inputs` does this for image files.
 
 Output: a pandas DataFrame, one row per image, with per task (MLflow's pyfunc and its scoring server
 accept a DataFrame of arrays, not a dict of per-task arrays):
@@ -13,8 +13,8 @@ accept a DataFrame of arrays, not a dict of per-task arrays):
 - classification ``<task>``: ``(K,)`` float32 class probabilities (softmax) and ``<task>_class``, the
   name of the most probable class.
 
-The model's ``model_config`` holds the params that rebuild the network (``data.image_size``,
-``data.channels``, ``data.classes``, ``tasks``, ``model``); the artifact ``checkpoint`` is the
+The model's ``model_config`` holds the params that rebuild the network (``workload``, ``data.layout``,
+``data.image_size``, ``data.channels``, ``data.classes``, ``data.tissues``, ``tasks``, ``model``); the artifact ``checkpoint`` is the
 training checkpoint (``["model"]`` is the state dict), loaded with ``weights_only=True``.
 """
 
@@ -45,7 +45,13 @@ def model_config(params: Params) -> dict[str, Any]:
     ``model.pretrained_encoder`` is dropped: the weights come from the checkpoint, and the encoder file
     need not exist where the model is served. ``registry`` is kept so that the params validate.
     """
-    include = {"data": {"image_size", "channels", "classes"}, "tasks": True, "model": True, "registry": True}
+    include = {
+        "workload": True,
+        "data": {"layout", "image_size", "channels", "classes", "tissues"},
+        "tasks": True,
+        "model": True,
+        "registry": True,
+    }
     dumped = params.model_dump(mode="json", include=include)
     dumped["model"]["pretrained_encoder"] = None
     return {"params": dumped}

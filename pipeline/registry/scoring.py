@@ -27,7 +27,7 @@ def score_on_test(model: mlflow.pyfunc.PyFuncModel, label: str, params: Params, 
     made_with = wrapped.params
     image = test.read([0], ["image"])["image"]
     needed = (build_tasks(params), test.classes, image.shape[1], image.shape[2])
-    has = (wrapped.tasks, made_with.data.classes, made_with.data.channels, made_with.data.image_size)
+    has = (wrapped.tasks, made_with.record_classes, made_with.data.channels, made_with.data.image_size)
     if has != needed:
         raise ConfigError(
             f"registry.model_name = {params.registry.model_name!r}: {label} has tasks, classes, channels, "

@@ -11,14 +11,16 @@ from pipeline.models import build_model
 from pipeline.tasks import build_tasks
 
 SEG = {"name": "lesion", "kind": "binary_segmentation", "target": "mask"}
-TISSUE = {"name": "tissue", "kind": "multiclass_segmentation", "target": "mask", "num_classes": 4}
+WOUND = {"name": "wound", "kind": "binary_segmentation", "target": "mask"}
+TISSUE = {"name": "tissue", "kind": "multiclass_segmentation", "target": "tissue"}
 CLS = {"name": "diagnosis", "kind": "classification", "target": "label"}
-TASK_SETS = {"seg+cls": [SEG, CLS], "seg+tissue+cls": [SEG, TISSUE, CLS]}
-EXPECTED_CHANNELS = {"lesion": 1, "tissue": 4, "diagnosis": 2}
+TASK_SETS = {"seg+cls": [SEG, CLS], "seg+tissue": [WOUND, TISSUE]}
+EXPECTED_CHANNELS = {"lesion": 1, "wound": 1, "tissue": 5, "diagnosis": 2}  # tissue: background + the 4 default tissues
 
 
 def params(model: str, tasks: list[dict], channels: int = 1) -> Params:
-    return parse_params({"model": {"name": model}, "tasks": tasks, "data": {"channels": channels}})
+    workload = "wound" if TISSUE in tasks else "busi"  # tissue masks come with the wound layouts
+    return parse_params({"workload": workload, "model": {"name": model}, "tasks": tasks, "data": {"channels": channels}})
 
 
 @pytest.mark.parametrize("model_name", ["ssc_resnet34", "attention_unet"])
@@ -38,7 +40,7 @@ def test_every_task_gets_logits_of_its_shape(model_name, channels, task_set):
 
 @pytest.mark.parametrize("model_name", ["ssc_resnet34", "attention_unet"])
 def test_parameters_split_into_shared_and_disjoint_task_sets(model_name):
-    p = params(model_name, TASK_SETS["seg+tissue+cls"])
+    p = params(model_name, TASK_SETS["seg+tissue"])
     model = build_model(p, build_tasks(p))
     groups = [model.shared_parameters()] + [model.task_parameters(name) for name in model.task_names]
     ids = [{id(q) for q in group} for group in groups]
