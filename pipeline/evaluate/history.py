@@ -40,6 +40,20 @@ def mean_over_folds(records: Sequence[Record]) -> list[Record]:
     return out
 
 
+def convergence_epochs(records: Sequence[Record], tasks: Sequence[str]) -> dict[int, dict[str, int]]:
+    """``{fold: {task: epoch}}``: the epoch (0-based) of each task's lowest validation loss
+    (``val_loss/<task>``) in each fold, the first one on a tie; a task with no such column is left out."""
+    out: dict[int, dict[str, int]] = {}
+    for fold in sorted({int(r["fold"]) for r in records if r.get("fold") is not None}):
+        rows = sorted((r for r in records if r.get("fold") == fold), key=lambda r: r["epoch"])
+        out[fold] = {}
+        for task in tasks:
+            losses = [(r[f"val_loss/{task}"], int(r["epoch"])) for r in rows if r.get(f"val_loss/{task}") is not None]
+            if losses:
+                out[fold][task] = min(losses)[1]
+    return out
+
+
 def _record(row: dict[str, str]) -> Record:
     """Numeric cells as floats, empty cells as None; other text (the ``best`` flag) is left out."""
     record: Record = {}

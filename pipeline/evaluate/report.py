@@ -34,7 +34,7 @@ from pipeline.errors import DataError
 from pipeline.evaluate import sections
 from pipeline.evaluate.document import Block, Heading, Image, Paragraph, to_html, to_markdown
 from pipeline.evaluate.figures import contour_figure, png, validation_loss_figure, weights_figure
-from pipeline.evaluate.history import mean_over_folds, read_history
+from pipeline.evaluate.history import convergence_epochs, mean_over_folds, read_history
 from pipeline.tracking import lineage_tags, stage_run
 
 EVALUATION_DIR = paths.EVALUATION.relative_to(paths.REPORTS)
@@ -46,6 +46,7 @@ SECTIONS = (
     "Paired comparisons with equal weighting",
     "Task weights and temperature",
     "Validation loss",
+    "Convergence",
     "Test predictions",
     "Hyper-parameter sweep",
 )
@@ -62,9 +63,7 @@ def run(params: Params, data: Path, metrics_dir: Path, reports: Path) -> Path:
         summary = _read_json(evaluation / "summary.json")
         statistics = _read_json(evaluation / "statistics.json")
         examples = _read_npz(evaluation / "examples.npz")
-        histories = {
-            b: mean_over_folds(read_history(Path(metrics_dir) / b / "history.csv")) for b in summary["balancers"]
-        }
+        histories = {b: read_history(Path(metrics_dir) / b / "history.csv") for b in summary["balancers"]}
         blocks = report_blocks(
             lineage_tags(params, data), summary, statistics, histories, examples, read_tune(reports / TUNE_JSON),
             _read_optional(reports / TUNE_FIGURE), read_split(Path(data) / SPLIT_DIR).get("duplicates", []),
@@ -91,16 +90,21 @@ def report_blocks(
     tune_png: bytes | None,
     duplicates: list[list[str]],
 ) -> list[Block]:
-    """The whole report, section by section (:data:`SECTIONS`); figures are rendered here. ``duplicates``:
-    the split's groups of images with identical pixels."""
+    """The whole report, section by section (:data:`SECTIONS`); figures are rendered here. ``histories``: each
+    balancer's ``history.csv`` records (every fold); ``duplicates``: the split's groups of images with identical
+    pixels."""
     tasks = {t["name"]: t["kind"] for t in summary["tasks"]}
-    provenance, table_ii, table_iii, paired, weights, losses, predictions, sweep = SECTIONS
+    provenance, table_ii, table_iii, paired, weights, losses, converged, predictions, sweep = SECTIONS
+    epochs = {b: convergence_epochs(records, list(tasks)) for b, records in histories.items()}
+    histories = {b: mean_over_folds(records) for b, records in histories.items()}
     blocks: list[Block] = [
         Heading(TITLE, 1), Heading(provenance), *sections.provenance(lineage, summary, duplicates)
     ]
     blocks.append(Heading(table_ii))
     for task, kind in tasks.items():
         blocks += [Heading(f"{task} ({kind})", 3), sections.table_ii(summary, task, kind)]
+        if kind == "multiclass_segmentation":
+            blocks += [Paragraph(f"{task}: each class"), sections.per_class_table(summary, task)]
     blocks += [Heading(table_iii), sections.table_iii(summary)]
     blocks += [Heading(paired), *sections.comparisons(statistics, summary)]
     blocks.append(Heading(weights))
@@ -110,6 +114,7 @@ def report_blocks(
         blocks.append(_figure(f"weights_{balancer}.png", weights_figure(balancer, history), caption))
     blocks += [Heading(losses), _figure("validation_loss.png", validation_loss_figure(histories, list(tasks)),
                                         "validation loss per task and epoch, one line per balancer")]
+    blocks += [Heading(converged), *sections.convergence(epochs, list(tasks))]
     blocks += [Heading(predictions), *_contours(tasks, examples)]
     blocks += [Heading(sweep), *sections.tuning(tune)]
     if tune is not None and tune_png is not None:

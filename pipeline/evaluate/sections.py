@@ -50,6 +50,31 @@ def table_ii(summary: Mapping[str, Any], task: str, kind: str) -> Table:
     return _fold_table(summary, task, names, names, [TABLE_II_DIGITS] * len(names), higher_is_better=True)
 
 
+def per_class_table(summary: Mapping[str, Any], task: str) -> Table:
+    """A multi-class segmentation task's test Dice and IoU of each foreground class (pixels summed over the
+    test set), a row per balancer."""
+    classes = next(t["classes"] for t in summary["tasks"] if t["name"] == task)[1:]  # after the background
+    names = tuple(f"{metric}_{c}" for c in classes for metric in ("dice", "iou"))
+    titles = tuple(f"{metric} {c}" for c in classes for metric in ("Dice", "IoU"))
+    return _fold_table(summary, task, names, titles, [TABLE_II_DIGITS] * len(names), higher_is_better=True)
+
+
+def convergence(epochs: Mapping[str, Mapping[int, Mapping[str, int]]], tasks: Sequence[str]) -> list[Block]:
+    """Per balancer (``epochs``: ``{balancer: {fold: {task: epoch}}}``, see
+    :func:`~pipeline.evaluate.history.convergence_epochs`): each task's epoch of lowest validation loss per
+    fold, and in how many folds every task reached it at the same epoch."""
+    rows = []
+    for balancer, folds in epochs.items():
+        per_task = [Cell(", ".join(str(folds[f][t]) for f in folds if t in folds[f])) for t in tasks]
+        together = sum(len({folds[f].get(t) for t in tasks}) == 1 for f in folds)
+        rows.append((Cell(balancer), *per_task, Cell(f"{together} of {len(folds)}")))
+    return [
+        Paragraph("Epoch (0-based) of each task's lowest validation loss, fold by fold, and the folds in which "
+                  "all tasks reached it at the same epoch (the seed paper reports this for GradNorm)."),
+        Table(("balancer", *(f"{t} epochs" for t in tasks), "same epoch"), tuple(rows)),
+    ]
+
+
 def table_iii(summary: Mapping[str, Any]) -> Table:
     """Training efficiency (the paper's Table III), a row per balancer; lower is better."""
     names = tuple(TABLE_III)

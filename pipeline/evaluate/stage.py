@@ -18,7 +18,7 @@ Outputs under ``<reports>`` (the paths ``dvc.yaml`` declares), each replaced ato
 - ``per_fold.csv`` — one row per (balancer, fold): ``balancer, fold, <task>/<metric>...,
   efficiency/<figure>...`` (every test metric of :class:`~pipeline.evaluate.metrics.TaskMetrics`);
 - ``summary.csv`` — one row per balancer: ``<group>/<name>/mean`` and ``<group>/<name>/std``;
-- ``evaluation/summary.json`` — ``{"balancers", "folds", "test_images", "tasks": [{"name", "kind"}],
+- ``evaluation/summary.json`` — ``{"balancers", "folds", "test_images", "tasks": [{"name", "kind", "classes"}],
   "results": {balancer: {group: {name: {"mean", "std", "folds": [...]}}}}}``;
 - ``evaluation/per_image.csv`` — one row per (balancer, fold, test image): ``index`` (test row),
   ``id``; per segmentation task ``dice``, ``iou``; per classification task ``label``, ``predicted``
@@ -80,7 +80,7 @@ def run(params: Params, data: Path, models_dir: Path, metrics_dir: Path, reports
     paired = {b: paired_values(tasks, [p.per_image for p in passes[b]]) for b in balancers}
     summary = {
         "balancers": list(balancers), "folds": list(folds), "test_images": len(test),
-        "tasks": [{"name": t.name, "kind": t.kind} for t in tasks], "results": summaries,
+        "tasks": [{"name": t.name, "kind": t.kind, "classes": list(t.class_names)} for t in tasks], "results": summaries,
     }
     per_image = [
         row for b in balancers for k, p in zip(folds, passes[b]) for row in image_rows(tasks, b, k, test.ids, p)
