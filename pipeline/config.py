@@ -28,7 +28,9 @@ AUGMENTATIONS = (
     "vertical_flip",
     "elastic",
 )
-BALANCERS = ("equal", "uncertainty", "gradnorm", "dwa", "atdwa")
+BALANCERS = ("equal", "uncertainty", "gradnorm", "dwa", "atdwa", "stl")
+STL = "stl"
+"""The separate-task baseline among ``train.balancers``: one network per task (:mod:`pipeline.models.separate`)."""
 MODELS = ("ssc_resnet34", "attention_unet", "unet", "swin_unetr")
 TASK_KINDS = ("binary_segmentation", "multiclass_segmentation", "classification")
 TARGETS = ("mask", "tissue", "label")

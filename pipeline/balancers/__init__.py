@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pipeline.balancers.atdwa import ATDWABalancer, atdwa_temperature
 from pipeline.balancers.base import Balancer
 from pipeline.balancers.dwa import DWABalancer, dwa_weights
-from pipeline.balancers.equal import EqualBalancer
+from pipeline.balancers.equal import EqualBalancer, SeparateTasksBalancer
 from pipeline.balancers.gradnorm import GradNormBalancer, gradnorm_weight_grad
 from pipeline.balancers.uncertainty import UncertaintyBalancer
 from pipeline.config import Params
@@ -15,7 +15,7 @@ from pipeline.errors import ConfigError
 
 BALANCER_CLASSES: dict[str, type[Balancer]] = {
     cls.name: cls
-    for cls in (EqualBalancer, UncertaintyBalancer, DWABalancer, ATDWABalancer, GradNormBalancer)
+    for cls in (EqualBalancer, UncertaintyBalancer, DWABalancer, ATDWABalancer, GradNormBalancer, SeparateTasksBalancer)
 }
 
 
@@ -36,6 +36,7 @@ __all__ = [
     "DWABalancer",
     "EqualBalancer",
     "GradNormBalancer",
+    "SeparateTasksBalancer",
     "UncertaintyBalancer",
     "atdwa_temperature",
     "build_balancer",

@@ -9,3 +9,10 @@ class EqualBalancer(Balancer):
     """``w_k = 1`` for every task, always."""
 
     name = "equal"
+
+
+class SeparateTasksBalancer(EqualBalancer):
+    """The STL baseline's: ``w_k = 1`` over networks that share nothing (:mod:`pipeline.models.separate`), so
+    each network learns its own task as if alone."""
+
+    name = "stl"

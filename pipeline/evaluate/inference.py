@@ -36,13 +36,16 @@ class ModelPass:
     kept: dict[str, np.ndarray]
 
 
-def load_model(params: Params, tasks: tuple[Task, ...], path: Path, device: torch.device) -> MultiTaskModel:
-    """The network of ``params`` with the weights of checkpoint ``path`` (its ``"model"`` state dict)."""
+def load_model(
+    params: Params, tasks: tuple[Task, ...], path: Path, device: torch.device, separate: bool = False
+) -> MultiTaskModel:
+    """The network of ``params`` (one per task with ``separate``: the STL baseline) with the weights of
+    checkpoint ``path`` (its ``"model"`` state dict)."""
     path = Path(path)
     checkpoint = load_checkpoint(path)
     if checkpoint is None:
         raise DataError(f"{path}: checkpoint not found (run the train stage for this balancer and fold)")
-    model = build_model(params, tasks)
+    model = build_model(params, tasks, separate)
     try:
         model.load_state_dict(checkpoint["model"])
     except (KeyError, RuntimeError) as exc:

@@ -16,7 +16,7 @@ from pipeline.evaluate.document import Block, Cell, Paragraph, Table
 from pipeline.evaluate.summary import EFFICIENCY, TABLE_II, TABLE_III
 
 TABLE_II_DIGITS = 4
-TABLE_III_DIGITS = {"peak_memory_mib": 1, "step_time_max_ms": 1, "step_time_median_ms": 1, "epoch_time_max_s": 2}
+TABLE_III_DIGITS = {"parameters": 0, "peak_memory_mib": 1, "step_time_max_ms": 1, "step_time_median_ms": 1, "epoch_time_max_s": 2}
 TUNE_KEYS = ("gamma", "t0", "window")
 
 

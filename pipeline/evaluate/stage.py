@@ -42,7 +42,7 @@ import numpy as np
 
 from pipeline import paths
 from pipeline.atomic import atomic_dir, atomic_write_bytes, atomic_write_json, atomic_write_text
-from pipeline.config import Params
+from pipeline.config import STL, Params
 from pipeline.data.folds import ArraySet, load_test
 from pipeline.errors import ConfigError, DataError
 from pipeline.evaluate.inference import ModelPass, load_model, model_pass
@@ -69,7 +69,7 @@ def run(params: Params, data: Path, models_dir: Path, metrics_dir: Path, reports
     device = select_device(params.train.device)
     passes = {
         b: [
-            model_pass(load_model(params, tasks, path, device), tasks, test, params.train.batch_size, device, keep)
+            model_pass(load_model(params, tasks, path, device, b == STL), tasks, test, params.train.batch_size, device, keep)
             for path in paths
         ]
         for b, paths in checkpoints.items()

@@ -23,6 +23,7 @@ TABLE_II = {
 """Test metrics per task kind in the order of the paper's Table II (all: higher is better)."""
 
 TABLE_III = {
+    "parameters": "parameters",
     "peak_memory_mib": "peak memory (MiB)",
     "step_time_max_ms": "longest step (ms)",
     "step_time_median_ms": "median step (ms)",

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+from torch import nn
+
 from pipeline.config import Params
 from pipeline.errors import ConfigError
 from pipeline.models.attention_unet import AttentionUNetMTL
 from pipeline.models.base import MultiTaskModel
+from pipeline.models.separate import SeparateTaskModels
 from pipeline.models.ssc_resnet import SSCResNet34, load_pretrained_encoder
 from pipeline.models.swin_unetr import MIN_IMAGE_SIZE, SwinUNETRMTL, feature_size_for_width
 from pipeline.models.unet import UNetMTL
@@ -65,15 +68,25 @@ MODEL_BUILDERS: dict[str, Callable[[Params, Sequence[Task]], MultiTaskModel]] = 
 }
 
 
-def build_model(params: Params, tasks: Sequence[Task]) -> MultiTaskModel:
-    """The network named by ``params.model.name`` with one head per task (pretrained encoder loaded)."""
+def build_model(params: Params, tasks: Sequence[Task], separate: bool = False) -> MultiTaskModel:
+    """The network named by ``params.model.name`` with one head per task (pretrained encoder loaded); with
+    ``separate``, one such network per task side by side (the STL baseline, :mod:`pipeline.models.separate`)."""
     builder = MODEL_BUILDERS.get(params.model.name)
     if builder is None:
         raise ConfigError(f"model.name = {params.model.name!r}: expected one of {sorted(MODEL_BUILDERS)}")
+    if separate:
+        return SeparateTaskModels(tasks, lambda task: builder(params, (task,)))
     return builder(params, tasks)
 
 
+def parameter_count(model: nn.Module) -> int:
+    """Number of trainable parameters (scalars) of ``model``."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
 __all__ = [
+    "SeparateTaskModels",
+    "parameter_count",
     "AttentionUNetMTL",
     "MultiTaskModel",
     "SSCResNet34",

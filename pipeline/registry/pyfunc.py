@@ -39,8 +39,9 @@ CHECKPOINT = "checkpoint"
 """Artifact key of the training checkpoint."""
 
 
-def model_config(params: Params) -> dict[str, Any]:
-    """The ``model_config`` logged with the model: the params that rebuild network and preprocessing.
+def model_config(params: Params, separate: bool = False) -> dict[str, Any]:
+    """The ``model_config`` logged with the model: the params that rebuild network and preprocessing, and
+    ``separate_tasks`` (one network per task: the STL baseline's checkpoints).
 
     ``model.pretrained_encoder`` is dropped: the weights come from the checkpoint, and the encoder file
     need not exist where the model is served. ``registry`` is kept so that the params validate.
@@ -54,7 +55,7 @@ def model_config(params: Params) -> dict[str, Any]:
     }
     dumped = params.model_dump(mode="json", include=include)
     dumped["model"]["pretrained_encoder"] = None
-    return {"params": dumped}
+    return {"params": dumped, "separate_tasks": separate}
 
 
 def model_params(config: Mapping[str, Any]) -> Params:
@@ -86,16 +87,17 @@ class MultiTaskPyfunc(mlflow.pyfunc.PythonModel):
     """
 
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
-        self.load(model_params(context.model_config), Path(context.artifacts[CHECKPOINT]))
+        config = context.model_config
+        self.load(model_params(config), Path(context.artifacts[CHECKPOINT]), config.get("separate_tasks", False))
 
-    def load(self, params: Params, checkpoint: Path) -> MultiTaskPyfunc:
-        """Build the network of ``params`` and load ``checkpoint["model"]`` into it."""
+    def load(self, params: Params, checkpoint: Path, separate: bool = False) -> MultiTaskPyfunc:
+        """Build the network of ``params`` (one per task with ``separate``) and load ``checkpoint["model"]``."""
         state = load_checkpoint(checkpoint)
         if state is None:
             raise DataError(f"{checkpoint}: checkpoint not found")
         self.params = params
         self.tasks = build_tasks(params)
-        network = build_model(params, self.tasks)
+        network = build_model(params, self.tasks, separate)
         network.load_state_dict(state["model"])
         self.network = network.eval()
         return self

@@ -32,7 +32,7 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.tracking import MlflowClient
 
 from pipeline.atomic import atomic_write_json
-from pipeline.config import Params
+from pipeline.config import STL, Params
 from pipeline.data.folds import ArraySet, load_test
 from pipeline.registry.candidate import Candidate, select_candidate
 from pipeline.registry.gate import Decision, decide
@@ -132,7 +132,7 @@ def _register(
 ) -> ModelVersion:
     """Log the candidate's pyfunc model to the active run and register it as a new version."""
     example = to_tensors(test.read([0]), torch.device("cpu"))["image"].numpy()
-    info = log_model(params, candidate.checkpoint, example)
+    info = log_model(params, candidate.checkpoint, example, separate=candidate.balancer == STL)
     registered = mlflow.register_model(info.model_uri, params.registry.model_name, tags={
         "balancer": candidate.balancer,
         "fold": str(candidate.fold),

@@ -35,14 +35,15 @@ REQUIREMENTS = ("mlflow", "torch", "monai", "numpy", "pandas", "pydantic", "pyya
 _MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>[^/]+))$")
 
 
-def log_model(params: Params, checkpoint: Path, example: np.ndarray) -> ModelInfo:
+def log_model(params: Params, checkpoint: Path, example: np.ndarray, separate: bool = False) -> ModelInfo:
     """Log ``checkpoint`` as the pyfunc model ``model`` of the active run.
 
     ``example``: one preprocessed image ``(1, C, S, S)`` float32, stored as the input example; the
     signature fixes ``C`` and ``S`` (any batch size). The ``pipeline`` package is logged with the model.
+    ``separate``: the checkpoint holds one network per task (the STL baseline).
     """
-    config = model_config(params)
-    outputs = MultiTaskPyfunc().load(model_params(config), checkpoint).predict(None, example)
+    config = model_config(params, separate)
+    outputs = MultiTaskPyfunc().load(model_params(config), checkpoint, separate).predict(None, example)
     return mlflow.pyfunc.log_model(
         name="model",
         python_model=str(MODEL_CODE),

@@ -22,11 +22,11 @@ import torch
 
 from pipeline.balancers import build_balancer
 from pipeline.balancers.base import Balancer
-from pipeline.config import Params
+from pipeline.config import STL, Params
 from pipeline.data.folds import ArraySet, FoldData
 from pipeline.errors import ConfigError, DataError
 from pipeline.evaluate.metrics import TaskMetrics
-from pipeline.models import build_model
+from pipeline.models import build_model, parameter_count
 from pipeline.models.base import MultiTaskModel
 from pipeline.tasks import Task
 from pipeline.train.checkpoint import CheckpointStore
@@ -44,7 +44,7 @@ class FoldResult:
     """What a finished (or early-stopped) run of one fold leaves behind.
 
     ``history``: one record per epoch (see :meth:`Trainer._epoch_record`); ``val_metrics``: the
-    validation metrics ``{task: {metric: value}}`` of the best epoch; ``efficiency``: peak memory
+    validation metrics ``{task: {metric: value}}`` of the best epoch; ``efficiency``: trainable parameters, peak memory
     (MiB), median/longest step time (ms) and longest epoch time (s).
     """
 
@@ -152,7 +152,8 @@ class Trainer:
 
         torch.manual_seed(params.seed)  # identical initial weights on every rank
         self.compute = ComputeFormat.from_params(cfg, self.device)
-        self.model = self.compute.prepare_model(build_model(params, tasks).to(self.device))
+        network = build_model(params, tasks, separate=balancer_name == STL)
+        self.model = self.compute.prepare_model(network.to(self.device))
         self.balancer = build_balancer(balancer_name, [t.name for t in tasks], params)
         self.loss_fns = [t.loss_fn() for t in tasks]
         trainable = list(self.model.parameters()) + self.balancer.parameters()
@@ -244,7 +245,7 @@ class Trainer:
             best_epoch=self.stopper.best_epoch,
             best_val_loss=self.stopper.best,
             val_metrics=self.best_val_metrics,
-            efficiency={**self.timer.summary(), **self.memory.summary()},
+            efficiency={**self.timer.summary(), **self.memory.summary(), "parameters": parameter_count(self.model)},
         )
 
     def _run_epoch(self, epoch: int, on_step: StepCallback | None) -> dict[str, Any]:

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from pipeline.atomic import atomic_write_json, atomic_write_text
-from pipeline.config import Params, tracking_uri
+from pipeline.config import STL, Params, tracking_uri
 from pipeline.data.folds import ArraySet, load_test
 from pipeline.evaluate.metrics import TaskMetrics
 from pipeline.models import build_model
@@ -52,7 +52,7 @@ def run(params: Params, balancer: str, data: Path, out_dir: Path, metrics_dir: P
                     params, balancer, fold, data, fold_dir, ray_run_name(params, balancer, fold),
                     epoch_callback=EpochReporter(EpochLogger(tracking_uri(params), run_id), balancer),
                 )
-                model = build_model(params, tasks)
+                model = build_model(params, tasks, separate=balancer == STL)
                 model.load_state_dict(load_checkpoint(fold_dir / BEST)["model"])
                 _, test_metrics = evaluate(model, tasks, test, params.train.batch_size, torch.device("cpu"))
                 example = to_tensors(test.read([0]), torch.device("cpu"))["image"]

@@ -102,7 +102,7 @@ def test_resumed_balancer_continues_identically(name):
 
     for expected, got in zip(continued, replayed):
         torch.testing.assert_close(got, expected, rtol=0, atol=1e-12)
-    if name != "equal":
+    if name not in ("equal", "stl"):  # fixed weights of 1
         unit = torch.ones(len(NAMES), dtype=torch.float64)
         assert not torch.allclose(continued[-1], unit), "weights never moved: the test proves nothing"
     if name != "uncertainty":
