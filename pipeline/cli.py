@@ -85,6 +85,13 @@ def _predict(params, args) -> None:
     )
 
 
+def _track(params, args) -> None:
+    importlib.import_module("pipeline.track.command").run(
+        params, series=args.series, out_dir=args.out, model_uri=args.model_uri, masks=args.masks,
+        pixel_spacing_mm=args.pixel_spacing_mm,
+    )
+
+
 def _submit(params, args) -> None:
     importlib.import_module("pipeline.submit").run(
         params, args.stage, commands=args.commands, address=args.address, working_dir=args.working_dir,
@@ -165,6 +172,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", type=Path, nargs="+", help="image files and/or folders (searched recursively)")
     p.add_argument("--model-uri", help="MLflow model URI (default: models:/<registry.model_name>@champion)")
     p.add_argument("--out", type=Path, default=Path("predictions"), help="output folder (default: predictions)")
+
+    p = add("track", _track, "one wound over its visits: area, tissue fractions and their change, by date")
+    p.add_argument("series", type=Path, help="folder of images with a date in each name, or a CSV (columns path,date)")
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--model", "--model-uri", dest="model_uri", metavar="URI",
+                        help="MLflow model URI (default: models:/<registry.model_name>@champion)")
+    source.add_argument("--masks", type=Path, metavar="DIR",
+                        help="measure these index masks (same file names) instead of a model")
+    p.add_argument("--pixel-spacing-mm", type=float, metavar="MM", help="pixel side in mm: also report areas in cm²")
+    p.add_argument("--out", type=Path, default=paths.REPORTS / "track", metavar="DIR",
+                   help="output folder (default: reports/track)")
 
     submit = p = add("submit", _submit, "run a pipeline command as a Ray job on a cluster (`ray job submit`)")
     p.add_argument("stage", nargs="+", help="the command and its arguments, after `--` (e.g. -- train atdwa)")

@@ -7,7 +7,7 @@ import sys
 from pipeline.cli import main
 
 STAGES = ["ingest", "split", "preprocess", "augment", "tune", "train", "bench", "compare", "evaluate",
-          "report", "promote", "predict", "apply-profile"]
+          "report", "promote", "predict", "track", "apply-profile"]
 
 
 def test_help_lists_every_stage_with_a_description():
