@@ -15,8 +15,9 @@ of the folds done; a restored trial skips those. An interrupted fold resumes fro
 its experiment state at most every 10 s, so a fold reported just before the driver died may be missing from
 the restored trial: it then resumes from that finished checkpoint, trains no epoch and is reported again.
 
-MLflow: a run per trial (tags ``tune_sweep``, ``tune_trial``, γ/T0/window as params), a child run per
-fold with its per-epoch losses, task weights and temperature; a restored trial re-uses both.
+MLflow: a run per trial (tags ``tune_sweep``, ``tune_trial``, ``tune_run: trial``, γ/T0/window as params), a
+child run per fold (``tune_run: fold``, ``fold``) with its per-epoch losses, task weights and temperature; a
+restored trial re-uses both.
 """
 
 from __future__ import annotations
@@ -71,20 +72,22 @@ def run_trial(config: dict[str, Any], context: SweepContext) -> None:
     key = trial_key(config)
     done = _folds_done(ray.tune.get_checkpoint())
     client = MlflowClient(context.tracking_uri)
+    # A trial's fold runs carry its identity tags too: ``tune_run`` tells the levels apart, so a resumed trial
+    # finds its own run, not its newest fold run.
     identity = {"tune_sweep": context.sweep, "tune_trial": key}
     with nested_run(
         client, context.experiment_id, context.parent_run_id, run_name("tune", key),
-        tags={**identity, "stage": "tune", "balancer": BALANCER},
+        tags={**identity, "tune_run": "trial", "stage": "tune", "balancer": BALANCER},
         params={f"balancer.atdwa.{k}": str(config[k]) for k in GRID_KEYS} | {"train.epochs": str(params.train.epochs)},
-        identity=tuple(identity),
+        identity=(*identity, "tune_run"),
     ) as trial_run:
         for fold in params.folds:
             if str(fold) in done:
                 continue
             with nested_run(
                 client, context.experiment_id, trial_run, run_name(key, f"fold {fold}"),
-                tags={**identity, "stage": "tune", "balancer": BALANCER, "fold": str(fold)},
-                identity=(*identity, "fold"),
+                tags={**identity, "tune_run": "fold", "stage": "tune", "balancer": BALANCER, "fold": str(fold)},
+                identity=(*identity, "tune_run", "fold"),
             ) as fold_run:
                 reporter = EpochReporter(EpochLogger(context.tracking_uri, fold_run), f"{BALANCER} {key}")
                 result = _train_fold(params, fold, Path(context.data_root), reporter)
