@@ -57,19 +57,22 @@ class SyntheticParams(_Strict):
 
 
 class WoundSyntheticParams(_Strict):
-    """Counts and size of the built-in DFUTissue-layout synthetic wound dataset (:mod:`pipeline.data.wound_synthetic`)."""
+    """Counts and size of the built-in DFUTissue-layout synthetic wound set (:mod:`pipeline.data.wound_synthetic`)."""
 
     n_trainval: int = Field(96, ge=0, le=100_000, description="images of the TrainVal subset (trained, k-folded)")
     n_test: int = Field(24, ge=0, le=100_000, description="images of the Test subset (held out)")
     size: int = Field(128, ge=32, le=2048, description="side length of generated images (px)")
 
 
+Channel = Annotated[int, Field(ge=0, le=255)]
+"""One 8-bit colour channel."""
+
+
 class TissueParams(_Strict):
     """One wound tissue type: index ``k`` of ``data.tissues`` (0-based) is mask value ``k + 1``."""
 
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
-    colour: tuple[Annotated[int, Field(ge=0, le=255)], Annotated[int, Field(ge=0, le=255)],
-                  Annotated[int, Field(ge=0, le=255)]] = Field(description="RGB of the tissue in figures (and synthetic images)")
+    colour: tuple[Channel, Channel, Channel] = Field(description="RGB of the tissue in figures (and synthetic images)")
 
 
 DEFAULT_TISSUES = (
@@ -107,7 +110,9 @@ class DataParams(_Strict):
     def _distinct_tissues(cls, v: tuple[TissueParams, ...]) -> tuple[TissueParams, ...]:
         names = [t.name for t in v]
         if not names or len(set(names)) != len(names) or "background" in names:
-            raise ValueError(f"must name at least one tissue, distinct and not 'background' (mask value 0), got {names}")
+            raise ValueError(
+                f"must name at least one tissue, distinct and not 'background' (mask value 0), got {names}"
+            )
         return v
 
     @field_validator("classes")

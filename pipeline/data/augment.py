@@ -2,7 +2,8 @@
 
 Every training image gets ``augment.copies_per_image`` copies; copy ``i`` applies transform
 ``augment.transforms[i % n]`` with probability 1 to image and masks together (masks — the binary mask and,
-where there is one, the tissue index mask — by nearest-neighbour, so they keep their values). Copy ``i`` of image ``id`` is seeded from ``(seed, id, i)`` alone, so the output
+where there is one, the tissue index mask — by nearest-neighbour, so they keep their values). Copy ``i`` of
+image ``id`` is seeded from ``(seed, id, i)`` alone, so the output
 is byte-identical across runs and worker counts.
 
 ``<out>/`` holds the array layout of :mod:`pipeline.data.preprocess` (rows ordered by sorted source id,

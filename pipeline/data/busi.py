@@ -24,7 +24,8 @@ def record_id(label: str, number: int) -> str:
 
 def find_root(folder: Path, classes: Sequence[str]) -> Path:
     """The shallowest folder at or below ``folder`` holding a sub-folder named after a class."""
-    return shallowest(folder, lambda f: any((f / c).is_dir() for c in classes), f"BUSI class folder ({', '.join(classes)})")
+    what = f"BUSI class folder ({', '.join(classes)})"
+    return shallowest(folder, lambda f: any((f / c).is_dir() for c in classes), what)
 
 
 def _scan_class(folder: Path, label: str) -> list[SourceImage]:

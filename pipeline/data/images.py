@@ -76,7 +76,9 @@ def read_index_mask(path: Path, num_values: int, names: Sequence[str]) -> np.nda
             f"indices {dict(enumerate(names))}); convert it, mapping each palette colour to its class index"
         )
     if img.mode != "L":
-        raise DataError(f"{path}: {img.mode} PNG, but an index PNG is expected (mode 'L', values {dict(enumerate(names))})")
+        raise DataError(
+            f"{path}: {img.mode} PNG, but an index PNG is expected (mode 'L', values {dict(enumerate(names))})"
+        )
     index = np.asarray(img, dtype=np.uint8)
     bad = np.unique(index[index >= num_values])
     if bad.size:

@@ -1,6 +1,7 @@
 """Folder layouts of the public wound datasets; both give images with one mask file each.
 
-* **DFUTissue** (diabetic foot ulcer tissue): ``Labeled/{Original,Padded}/{Images,Annotations}/{TrainVal,Test}/NNNN.png``.
+* **DFUTissue** (diabetic foot ulcer tissue):
+  ``Labeled/{Original,Padded}/{Images,Annotations}/{TrainVal,Test}/NNNN.png``.
   Annotations are index PNGs (0 background, 1 fibrin/slough, 2 granulation, 3 callus, in ``data.tissues``
   order); the wound region is every pixel with a tissue (index > 0). ``Original`` is read, ``Padded`` when
   there is no ``Original``. ``Test`` is the published test subset; ``TrainVal`` is cross-validated.

@@ -41,8 +41,9 @@ def mean_over_folds(records: Sequence[Record]) -> list[Record]:
 
 
 def convergence_epochs(records: Sequence[Record], tasks: Sequence[str]) -> dict[int, dict[str, int]]:
-    """``{fold: {task: epoch}}``: the epoch (0-based) of each task's lowest validation loss
-    (``val_loss/<task>``) in each fold, the first one on a tie; a task with no such column is left out."""
+    """``{fold: {task: epoch, ..., "last": epoch}}``: the epoch (0-based) of each task's lowest validation loss
+    (``val_loss/<task>``) in each fold, the first one on a tie, and the fold's last epoch (a minimum there may
+    not be the end of the descent); a task with no such column is left out."""
     out: dict[int, dict[str, int]] = {}
     for fold in sorted({int(r["fold"]) for r in records if r.get("fold") is not None}):
         rows = sorted((r for r in records if r.get("fold") == fold), key=lambda r: r["epoch"])
@@ -51,6 +52,7 @@ def convergence_epochs(records: Sequence[Record], tasks: Sequence[str]) -> dict[
             losses = [(r[f"val_loss/{task}"], int(r["epoch"])) for r in rows if r.get(f"val_loss/{task}") is not None]
             if losses:
                 out[fold][task] = min(losses)[1]
+        out[fold]["last"] = int(rows[-1]["epoch"])
     return out
 
 

@@ -16,7 +16,9 @@ from pipeline.evaluate.document import Block, Cell, Paragraph, Table
 from pipeline.evaluate.summary import EFFICIENCY, TABLE_II, TABLE_III
 
 TABLE_II_DIGITS = 4
-TABLE_III_DIGITS = {"parameters": 0, "peak_memory_mib": 1, "step_time_max_ms": 1, "step_time_median_ms": 1, "epoch_time_max_s": 2}
+TABLE_III_DIGITS = {
+    "parameters": 0, "peak_memory_mib": 1, "step_time_max_ms": 1, "step_time_median_ms": 1, "epoch_time_max_s": 2
+}
 TUNE_KEYS = ("gamma", "t0", "window")
 
 
@@ -60,19 +62,25 @@ def per_class_table(summary: Mapping[str, Any], task: str) -> Table:
 
 
 def convergence(epochs: Mapping[str, Mapping[int, Mapping[str, int]]], tasks: Sequence[str]) -> list[Block]:
-    """Per balancer (``epochs``: ``{balancer: {fold: {task: epoch}}}``, see
+    """Per balancer (``epochs``: ``{balancer: {fold: {task: epoch, "last": epoch}}}``, see
     :func:`~pipeline.evaluate.history.convergence_epochs`): each task's epoch of lowest validation loss per
-    fold, and in how many folds every task reached it at the same epoch."""
+    fold, and in how many folds every task reached it at the same epoch before the last one (a minimum at the
+    last epoch may only mean that training stopped while the loss still fell)."""
     rows = []
     for balancer, folds in epochs.items():
-        per_task = [Cell(", ".join(str(folds[f][t]) for f in folds if t in folds[f])) for t in tasks]
-        together = sum(len({folds[f].get(t) for t in tasks}) == 1 for f in folds)
+        per_task = [Cell(", ".join(_epoch(folds[f], t) for f in folds if t in folds[f])) for t in tasks]
+        together = sum(len(at := {folds[f].get(t) for t in tasks}) == 1 and at != {folds[f]["last"]} for f in folds)
         rows.append((Cell(balancer), *per_task, Cell(f"{together} of {len(folds)}")))
     return [
-        Paragraph("Epoch (0-based) of each task's lowest validation loss, fold by fold, and the folds in which "
-                  "all tasks reached it at the same epoch (the seed paper reports this for GradNorm)."),
+        Paragraph("Epoch (0-based) of each task's lowest validation loss, fold by fold (last: the fold's last epoch, "
+                  "where the loss may still have been falling), and the folds in which all tasks reached it at the "
+                  "same epoch before the last (the seed paper reports this for GradNorm)."),
         Table(("balancer", *(f"{t} epochs" for t in tasks), "same epoch"), tuple(rows)),
     ]
+
+
+def _epoch(fold: Mapping[str, int], task: str) -> str:
+    return f"{fold[task]} (last)" if fold[task] == fold["last"] else str(fold[task])
 
 
 def table_iii(summary: Mapping[str, Any]) -> Table:

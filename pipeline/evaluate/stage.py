@@ -69,7 +69,9 @@ def run(params: Params, data: Path, models_dir: Path, metrics_dir: Path, reports
     device = select_device(params.train.device)
     passes = {
         b: [
-            model_pass(load_model(params, tasks, path, device, b == STL), tasks, test, params.train.batch_size, device, keep)
+            model_pass(
+                load_model(params, tasks, path, device, b == STL), tasks, test, params.train.batch_size, device, keep
+            )
             for path in paths
         ]
         for b, paths in checkpoints.items()
@@ -80,7 +82,8 @@ def run(params: Params, data: Path, models_dir: Path, metrics_dir: Path, reports
     paired = {b: paired_values(tasks, [p.per_image for p in passes[b]]) for b in balancers}
     summary = {
         "balancers": list(balancers), "folds": list(folds), "test_images": len(test),
-        "tasks": [{"name": t.name, "kind": t.kind, "classes": list(t.class_names)} for t in tasks], "results": summaries,
+        "tasks": [{"name": t.name, "kind": t.kind, "classes": list(t.class_names)} for t in tasks],
+        "results": summaries,
     }
     per_image = [
         row for b in balancers for k, p in zip(folds, passes[b]) for row in image_rows(tasks, b, k, test.ids, p)

@@ -14,8 +14,9 @@ accept a DataFrame of arrays, not a dict of per-task arrays):
   name of the most probable class.
 
 The model's ``model_config`` holds the params that rebuild the network (``workload``, ``data.layout``,
-``data.image_size``, ``data.channels``, ``data.classes``, ``data.tissues``, ``tasks``, ``model``); the artifact ``checkpoint`` is the
-training checkpoint (``["model"]`` is the state dict), loaded with ``weights_only=True``.
+``data.image_size``, ``data.channels``, ``data.classes``, ``data.tissues``, ``tasks``, ``model``) and
+``separate_tasks`` (the STL baseline: one network per task); the artifact ``checkpoint`` is the training
+checkpoint (``["model"]`` is the state dict), loaded with ``weights_only=True``.
 """
 
 from __future__ import annotations

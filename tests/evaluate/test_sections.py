@@ -95,3 +95,24 @@ def test_provenance_lists_every_duplicate_group_or_says_there_are_none():
     assert "2 groups of images with identical pixels" in listed
     assert "`benign_0008` = `malignant_0001`" in listed
     assert "No two images have identical pixels." in to_markdown(sections.provenance(LINEAGE, summary, []))
+
+
+def test_a_tissue_task_gets_a_dice_and_iou_column_per_tissue_in_class_order():
+    folds = [{"tissue": {"dice_slough": s, "iou_slough": s / 2, "dice_granulation": 0.9, "iou_granulation": 0.8}}
+             for s in (0.6, 0.8)]
+    summary = {"balancers": ["equal"], "folds": [0, 1], "test_images": 4, "results": {"equal": over_folds(folds)},
+               "tasks": [{"name": "tissue", "kind": "multiclass_segmentation",
+                          "classes": ["background", "slough", "granulation"]}]}
+    table = sections.per_class_table(summary, "tissue")
+    assert table.header == ("balancer", "Dice slough", "IoU slough", "Dice granulation", "IoU granulation")
+    assert _column(table, "Dice slough") == [("0.7000 ± 0.1414", True)]
+
+
+def test_tasks_converge_together_only_where_they_bottom_out_at_one_epoch_before_the_last():
+    epochs = {"gradnorm": {0: {"wound": 3, "tissue": 3, "last": 9}, 1: {"wound": 9, "tissue": 9, "last": 9}},
+              "equal": {0: {"wound": 2, "tissue": 5, "last": 9}}}
+    _, table = sections.convergence(epochs, ["wound", "tissue"])
+    assert [tuple(c.text for c in row) for row in table.rows] == [
+        ("gradnorm", "3, 9 (last)", "3, 9 (last)", "1 of 2"),
+        ("equal", "2", "5", "0 of 1"),
+    ]
