@@ -25,8 +25,9 @@ run: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc metrics show
 	$(BIN)/python -m pipeline compare --strict
 
+# PYTHONFAULTHANDLER: a crash after pytest's own handler is off (interpreter shutdown) still prints its stack.
 test: $(STAMP)
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q
+	PYTHONFAULTHANDLER=1 PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q
 
 bench: $(STAMP)
 	$(BIN)/python -m pipeline bench

@@ -170,6 +170,12 @@ def _wait_until_started(process: subprocess.Popen, log: Path) -> None:
         time.sleep(0.2)
 
 
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Disconnect from any Ray still joined (a local Ray a test's code started in this process) while the
+    interpreter is whole, rather than in Ray's atexit hook during its shutdown."""
+    _disconnect()
+
+
 def _disconnect() -> None:
     if ray.is_initialized():
         ray.shutdown()
