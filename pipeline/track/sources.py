@@ -18,6 +18,7 @@ from pathlib import Path
 
 from pipeline.config import TissueParams
 from pipeline.data.images import png_shape, read_index_mask
+from pipeline.data.wound_layouts import tissue_names
 from pipeline.errors import DataError, PipelineError
 from pipeline.registry.predictor import Predictor
 from pipeline.tasks import Task
@@ -28,7 +29,7 @@ from pipeline.track.series import Visit
 def measure_masks(visits: Sequence[Visit], masks: Path, tissues: Sequence[TissueParams]) -> list[Measurement]:
     """Measure the index mask of every visit in folder ``masks`` (module docstring); DataError naming the
     mask when it is missing, not an index PNG, has values beyond ``tissues`` or differs in size from its photo."""
-    names = ("background", *(t.name for t in tissues))
+    names = tissue_names([t.name for t in tissues])
     measurements = []
     for visit in visits:
         path = Path(masks) / visit.path.name
