@@ -137,6 +137,32 @@ def cluster_specs() -> dict[str, dict]:
             "rayjob.yaml": load(K8S / "rayjob.yaml")["spec"]["rayClusterSpec"]}
 
 
+def gpu_workers(spec: dict) -> list[tuple[dict, dict, dict]]:
+    """``(worker group, its pod spec, its container)`` for each GPU worker group of a RayCluster spec."""
+    workers = []
+    for group in spec["workerGroupSpecs"]:
+        pod = group["template"]["spec"]
+        (container,) = pod["containers"]
+        if "nvidia.com/gpu" in container["resources"]["limits"]:
+            workers.append((group, pod, container))
+    return workers
+
+
+def quantity(value: str | int) -> float:
+    """A Kubernetes quantity (``32Gi``, ``500M``, ``4``) in base units."""
+    number, suffix = re.fullmatch(r"([0-9.]+)([KMGTP]i?)?", str(value)).groups()
+    scale = {"": 1, "K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30,
+             "Ti": 2**40, "Pi": 2**50}[suffix or ""]
+    return float(number) * scale
+
+
+def assert_nccl_env(env: dict[str, str], where: str) -> None:
+    """NCCL names its network, warns only, and a hung collective fails the worker instead of waiting."""
+    assert env.get("NCCL_SOCKET_IFNAME"), f"{where}: NCCL_SOCKET_IFNAME unset"
+    assert env.get("NCCL_DEBUG") == "WARN", f"{where}: NCCL_DEBUG = {env.get('NCCL_DEBUG')!r}"
+    assert env.get("TORCH_NCCL_ASYNC_ERROR_HANDLING") == "1", f"{where}: TORCH_NCCL_ASYNC_ERROR_HANDLING"
+
+
 def documented_image() -> str:
     readme = (INFRA / "README.md").read_text(encoding="utf-8")
     (image,) = set(re.findall(r"docker build -f infra/docker/Dockerfile -t (\S+) \.", readme))
@@ -286,6 +312,12 @@ def test_image_runs_offline_like_make_run():
     assert makefile_exports() and makefile_exports().items() <= env.items()
 
 
+def test_image_sets_the_nccl_environment_of_the_gpu_workers():
+    env = dict(token.split("=", 1) for args in instructions(IMAGE_DOCKERFILE, "ENV") for token in shlex.split(args))
+    assert_nccl_env(env, "Dockerfile")
+    assert env["NCCL_SOCKET_IFNAME"].startswith("^"), "the image runs on any network: it excludes interfaces"
+
+
 def dockerignored(path: str) -> bool:
     """Whether Docker leaves ``path`` out of the build context: .dockerignore globs are anchored at the
     context root, ``**`` spans directories, and a folder's exclusion covers what is inside it."""
@@ -358,6 +390,31 @@ def test_gpu_workers_have_gpus_and_a_fixed_size():
             assert group["replicas"] == group["minReplicas"] == group["maxReplicas"], name
 
 
+def test_gpu_workers_take_whole_multi_gpu_nodes_with_shared_memory_for_nccl():
+    for name, spec in cluster_specs().items():
+        assert gpu_workers(spec), name
+        for group, pod, container in gpu_workers(spec):
+            requests, limits = container["resources"]["requests"], container["resources"]["limits"]
+            # the DDP ranks of one job share a pod (NVLink/PCIe) instead of crossing the pod network
+            assert int(limits["nvidia.com/gpu"]) > 1, f"{name}: one GPU per worker pod"
+            assert requests == limits, f"{name}: requests differ from limits"
+            volumes = {v["name"]: v for v in pod["volumes"]}
+            (shm,) = [m for m in container["volumeMounts"] if m["mountPath"] == "/dev/shm"]
+            size = quantity(volumes[shm["name"]]["emptyDir"]["sizeLimit"])
+            assert volumes[shm["name"]]["emptyDir"]["medium"] == "Memory", name
+            # by default Ray's object store takes 95 % of /dev/shm: NCCL and the DataLoaders need room too
+            assert "object-store-memory" in group["rayStartParams"], f"{name}: the object store takes /dev/shm"
+            object_store = int(group["rayStartParams"]["object-store-memory"])
+            assert size - object_store >= 4 * 2**30 and size < quantity(limits["memory"]), name
+
+
+def test_gpu_workers_have_the_nccl_environment():
+    for name, spec in cluster_specs().items():
+        for _, _, container in gpu_workers(spec):
+            env = {e["name"]: e["value"] for e in container.get("env", [])}
+            assert_nccl_env(env, name)
+
+
 def test_every_ray_pod_takes_its_credentials_from_the_secret():
     secret = load(K8S / "secret.example.yaml")
     assert {"MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD",
@@ -389,7 +446,8 @@ def test_every_ray_pod_sees_the_artifacts_at_the_same_absolute_paths():
 STUBS = {
     "scontrol": "printf 'gpu01\\ngpu02\\ngpu03\\n'",
     "srun": 'printf "%s\\n" "$*" >> "$LOG/srun"\n'
-            'case "$*" in *"hostname --ip-address"*) echo "10.1.2.3 fe80::1" ;; esac',
+            'case "$*" in *"hostname --ip-address"*) echo "10.1.2.3 fe80::1" ;;\n'
+            '  *" ray start "*) env > "$(mktemp "$LOG/ray-start-env.XXXXXX")" ;; esac',
     "ray": ":",  # ray status
     "dvc": 'printf "%s\\n" "$*" > "$LOG/dvc"\nenv > "$LOG/dvc.env"',
     # the poll for joined nodes answers "all there" unless told otherwise; anything else is real Python
@@ -432,6 +490,40 @@ def test_sbatch_starts_ray_on_every_node_then_runs_the_stages_on_that_cluster(tm
     assert env["RAY_ADDRESS"] == "10.1.2.3:6379" and env["RAY_AUTH_MODE"] == "token"
     assert re.fullmatch(r"[0-9a-f]{64}", env["RAY_AUTH_TOKEN"])
     assert makefile_exports().items() <= env.items()
+
+
+def ray_step_envs(tmp_path: Path) -> list[dict[str, str]]:
+    """The environment of each srun step that started Ray (the srun stand-in writes them)."""
+    return [dict(line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
+            for path in tmp_path.glob("ray-start-env.*")]
+
+
+def test_sbatch_ray_steps_request_the_gpus_they_give_ray_and_carry_the_nccl_environment(tmp_path):
+    done = run_sbatch(tmp_path / "default")
+    assert done.returncode == 0, done.stderr
+    starts = [shlex.split(line) for line in (tmp_path / "default" / "srun").read_text().splitlines()
+              if " ray start " in line]
+    assert len(starts) == 3
+    for argv in starts:
+        srun_options = argv[:argv.index("ray")]
+        assert {"--gpus-per-node=2", "--gres=gpu:2"} & set(srun_options), f"the step requests no GPUs: {argv}"
+        assert "--num-gpus=2" in argv
+    envs = ray_step_envs(tmp_path / "default")
+    assert len(envs) == 3
+    for env in envs:
+        assert_nccl_env(env, "sbatch")
+        assert env["NCCL_SOCKET_IFNAME"] == "^lo,docker"
+    # the environment of `sbatch` overrides them
+    done = run_sbatch(tmp_path / "debug", NCCL_DEBUG="INFO", NCCL_SOCKET_IFNAME="ib0")
+    assert done.returncode == 0, done.stderr
+    envs = ray_step_envs(tmp_path / "debug")
+    assert len(envs) == 3 and {(env["NCCL_DEBUG"], env["NCCL_SOCKET_IFNAME"]) for env in envs} == {("INFO", "ib0")}
+
+
+def test_sbatch_fails_before_starting_anything_on_an_allocation_without_gpus(tmp_path):
+    done = run_sbatch(tmp_path, SLURM_GPUS_ON_NODE="")
+    assert done.returncode != 0 and "no GPUs" in done.stderr
+    assert not (tmp_path / "srun").exists()
 
 
 def test_sbatch_fails_without_running_stages_when_the_cluster_does_not_form(tmp_path):
