@@ -215,6 +215,10 @@ class TrainParams(_Strict):
         "off", description="mixed precision of the forward pass (see pipeline/train/compute_format.py)"
     )
     channels_last: bool = Field(False, description="NHWC weights and images (fastest cuDNN/oneDNN kernels)")
+    deterministic: bool = Field(
+        False,
+        description="CUDA: deterministic algorithms only (no cuDNN autotuning, no TF32); the CPU is deterministic anyway",
+    )
 
     @field_validator("amp", mode="before")
     @classmethod
@@ -240,6 +244,9 @@ class RayParams(_Strict):
     max_failures: int = Field(2, ge=-1, description="worker failures tolerated per job (-1 = unlimited)")
     storage_path: str = Field("ray_results", description="Ray Train storage (local folder or s3://)")
     sync_batchnorm: bool = Field(False, description="SyncBatchNorm across GPU workers (CUDA only)")
+    collective_timeout_s: int = Field(
+        600, ge=10, description="a collective (all-reduce) that waits longer fails the job (Ray Train's default: 1800 s)"
+    )
 
 
 class TrackingParams(_Strict):

@@ -62,9 +62,11 @@ class DWABalancer(Balancer):
         if losses.shape != (self.num_tasks,):
             raise ValueError(f"expected {self.num_tasks} epoch losses, got shape {tuple(losses.shape)}")
         self.history = torch.cat([self.history, losses[None]])
+        self._weights_changed()
 
     def state_dict(self) -> dict[str, Any]:
         return {"history": self.history.clone()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.history = loss_history(state["history"], self.num_tasks).clone()
+        self._weights_changed()

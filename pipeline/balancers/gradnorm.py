@@ -15,7 +15,8 @@ weighted sum of the task feature gradients.
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -68,10 +69,14 @@ class GradNormBalancer(Balancer):
     all-reduces the per-task gradients at W (averaged over the step's micro-batches, weighted by
     their ``scale``) together with the step's mean losses, so the norms are those of the whole
     step's gradient and identical on every rank; it then moves the weights by Adam, clamps them to
-    at least ``1e-3`` and rescales them to sum to K. The first step's losses become ``L(0)``. A
-    step whose losses or gradient norms are not finite leaves the weights unchanged.
-    :attr:`last_grad_norms` holds the last update's ``||grad_W L_k||`` ``(K,)`` (float64, CPU; None
-    before the first) for logging.
+    at least ``1e-3`` and rescales them to sum to K. The first valid step's losses become ``L(0)``.
+    A step whose losses or gradient norms are not finite, or that the optimiser skipped, leaves the
+    weights unchanged. :attr:`last_grad_norms` holds the last step's ``||grad_W L_k||`` ``(K,)``
+    (float64, on the balancer's device, not finite after an overflow; None before the first) for logging.
+
+    Under fp16 each task's loss is multiplied by ``scale`` (which carries the loss scale) before it is
+    differentiated, so the heads' and W's half-precision backward passes see scaled gradients; the
+    per-task gradients at W are unscaled in :meth:`step` by the sum of the micro-batches' scales.
 
     The heads' computation graphs must be disjoint (true when they share no parameters and no
     operations): each is released after its own task's gradient. Head-parameter gradients are
@@ -83,15 +88,33 @@ class GradNormBalancer(Balancer):
     def __init__(self, task_names: Sequence[str], alpha: float = 1.5, lr: float = 0.025):
         super().__init__(task_names)
         self.alpha = alpha
+        self.lr = lr
         self._weights = nn.Parameter(torch.ones(self.num_tasks, dtype=torch.float64))
-        self._optimizer = torch.optim.Adam([self._weights], lr=lr)
-        self._initial_losses: torch.Tensor | None = None
+        self._optimizer = self._new_optimizer()
+        self._initial_losses = torch.full((self.num_tasks,), math.nan, dtype=torch.float64)  # L(0); nan before
+        self._has_initial = torch.zeros((), dtype=torch.bool)
         self.last_grad_norms: torch.Tensor | None = None
         self._sums: torch.Tensor | None = None  # (K * P + K,): the two views below, all-reduced at once
-        self._grad_sum: torch.Tensor | None = None  # (K, P) scale-weighted sum of grad_W L_k
+        self._grad_sum: torch.Tensor | None = None  # (K, P) sum of scale * grad_W L_k
         self._loss_sum: torch.Tensor | None = None  # (K,) sum of the micro-batch losses
-        self._scale_sum = 0.0
+        self._scale_sum: float | torch.Tensor = 0.0
         self._micro_batches = 0
+
+    def _new_optimizer(self) -> torch.optim.Adam:
+        """Adam over the weights; on an accelerator ``capturable``, so its step count stays on the device
+        and a step reads nothing back to the host."""
+        return torch.optim.Adam([self._weights], lr=self.lr, capturable=self._weights.device.type == "cuda")
+
+    def to(self, device: torch.device | str) -> GradNormBalancer:
+        """Move the weights, L(0) and the weights' optimiser to ``device``; call before the first step."""
+        super().to(device)
+        if self._optimizer.state:
+            raise RuntimeError("GradNormBalancer.to() after the first step: its optimiser state would stay behind")
+        self._weights = nn.Parameter(self._weights.detach().to(self.device))
+        self._initial_losses = self._initial_losses.to(self.device)
+        self._has_initial = self._has_initial.to(self.device)
+        self._optimizer = self._new_optimizer()
+        return self
 
     @classmethod
     def from_params(cls, task_names: Sequence[str], params: Params) -> GradNormBalancer:
@@ -100,6 +123,10 @@ class GradNormBalancer(Balancer):
 
     def weights(self) -> torch.Tensor:
         return self._weights.detach().clone()
+
+    def directly_written_parameters(self, model: MultiTaskModel) -> list[nn.Parameter]:
+        """The heads' parameters: :meth:`backward` writes their gradients itself."""
+        return [p for task in self.task_names for p in model.task_parameters(task) if p.requires_grad]
 
     def head_inputs(self, features: list[torch.Tensor]) -> list[torch.Tensor]:
         """Detached leaves of ``features``, at least float32, where the task gradients collect.
@@ -134,13 +161,15 @@ class GradNormBalancer(Balancer):
             self._sums = shared[0].new_zeros(rows * size + rows)
             self._grad_sum = self._sums[: rows * size].view(rows, size)
             self._loss_sum = self._sums[rows * size :]
-        weights = self._weights.detach().tolist()
+        weights = self._weights.detach().to(self._sums.dtype)  # (K,) on the device: no host read per micro-batch
         feature_grads: list[torch.Tensor | None] = [None] * len(features)
         for k, (task, loss) in enumerate(zip(self.task_names, losses)):
-            coef = scale * weights[k]
             head_params = [p for p in model.task_parameters(task) if p.requires_grad]
-            grads = torch.autograd.grad(loss, [*head_inputs, *head_params], allow_unused=True)
+            # differentiate the scaled loss: under fp16 the heads' and W's backward run in half precision,
+            # where the unscaled per-pixel gradients (~1e-6 at 256 px) would underflow
+            grads = torch.autograd.grad(loss * scale, [*head_inputs, *head_params], allow_unused=True)
             task_feature_grads, param_grads = grads[: len(head_inputs)], grads[len(head_inputs) :]
+            coef = weights[k]
             for p, g in zip(head_params, param_grads):
                 if g is not None:
                     # Product then sum, not add_(alpha=): a fused multiply-add rounds differently, and
@@ -149,15 +178,15 @@ class GradNormBalancer(Balancer):
             for i, g in enumerate(task_feature_grads):
                 if g is not None:
                     summed = feature_grads[i]
-                    feature_grads[i] = g * coef if summed is None else summed.add_(g, alpha=coef)
+                    feature_grads[i] = g * coef if summed is None else summed.add_(g * coef)
             if task_feature_grads[-1] is not None:
-                self._accumulate_shared_grad(k, features[-1], task_feature_grads[-1], shared, scale)
+                self._accumulate_shared_grad(k, features[-1], task_feature_grads[-1], shared)
             self._loss_sum[k] += loss.detach().to(self._loss_sum)
         used = [i for i, g in enumerate(feature_grads) if g is not None]
         torch.autograd.backward(
             [features[i] for i in used], grad_tensors=[feature_grads[i] for i in used]
         )
-        self._scale_sum += scale
+        self._scale_sum = self._scale_sum + scale
         self._micro_batches += 1
 
     def _accumulate_shared_grad(
@@ -166,47 +195,75 @@ class GradNormBalancer(Balancer):
         output: torch.Tensor,
         output_grad: torch.Tensor,
         shared: list[nn.Parameter],
-        scale: float,
     ) -> None:
-        """Add ``scale * grad_W L_k`` (a vector-Jacobian product through W's block) to row k."""
+        """Add ``scale * grad_W L_k`` (a vector-Jacobian product through W's block; ``output_grad`` carries
+        the scale) to row k, in the accumulation buffer's float32."""
         grads = torch.autograd.grad(
             output, shared, grad_outputs=output_grad, retain_graph=True, allow_unused=True
         )
         offset = 0
         for p, g in zip(shared, grads):
             if g is not None:
-                self._grad_sum[k, offset : offset + p.numel()].add_(g.flatten(), alpha=scale)
+                self._grad_sum[k, offset : offset + p.numel()].add_(g.flatten())
             offset += p.numel()
 
-    def step(self, comm: Comm) -> None:
+    def step(self, comm: Comm, skipped: torch.Tensor | None = None) -> None:
+        """Update the weights from the step's all-reduced task gradients at W and losses, on the device.
+
+        The update is kept only where it is valid: a step whose gradient norms or losses are not finite,
+        or that the optimiser skipped (``skipped``), leaves the weights, their Adam state and L(0)
+        exactly as they were. The choice is made on the device (``torch.where``), never read back.
+        """
         if self._micro_batches == 0:
             raise RuntimeError("GradNormBalancer.step() called without backward() since the last step")
         k = self.num_tasks
-        self._grad_sum.div_(self._scale_sum)
+        self._grad_sum.div_(self._scale_sum)  # unscales: the sum of the micro-batches' scales
         self._loss_sum.div_(self._micro_batches)
         means = comm.all_reduce_mean(self._sums)
-        stats = torch.cat([means[:-k].view(k, -1).norm(dim=1), means[-k:]]).to("cpu", torch.float64)
+        stats = torch.cat([means[:-k].view(k, -1).norm(dim=1), means[-k:]]).to(torch.float64)
         self._sums.zero_()
         self._scale_sum = 0.0
         self._micro_batches = 0
-        if not torch.isfinite(stats).all():
-            return
+        valid = torch.isfinite(stats).all()
+        if skipped is not None:
+            valid = valid & ~skipped
         grad_norms, losses = stats[:k], stats[k:]
         self.last_grad_norms = grad_norms
-        if self._initial_losses is None:
-            self._initial_losses = losses
-        self._weights.grad = gradnorm_weight_grad(
-            self._weights.detach(), grad_norms, losses, self._initial_losses, self.alpha
-        )
+        initial = torch.where(self._has_initial, self._initial_losses, losses)
+        self._weights.grad = gradnorm_weight_grad(self._weights.detach(), grad_norms, losses, initial, self.alpha)
+        self._keep_if(valid, self._adam_step)
+        self._initial_losses = torch.where(valid, initial, self._initial_losses)
+        self._has_initial = self._has_initial | valid
+        self._weights_changed()
+
+    def _adam_step(self) -> None:
+        """Move the weights by Adam, clamp them to at least ``MIN_WEIGHT`` and rescale them to sum to K."""
         self._optimizer.step()
         with torch.no_grad():
             self._weights.clamp_(min=MIN_WEIGHT)
-            self._weights.mul_(k / self._weights.sum())
+            self._weights.mul_(self.num_tasks / self._weights.sum())
+
+    def _keep_if(self, valid: torch.Tensor, update: Callable[[], None]) -> None:
+        """Run ``update`` on the weights and their Adam state, then restore both where ``valid`` is false.
+
+        Adam's state before its first step is all zeros, which is what a first step is undone to. On CUDA
+        the optimiser is capturable and every tensor is on the device; elsewhere Adam keeps its step count
+        on the host, which is restored through a host read of ``valid`` (free on the CPU).
+        """
+        state = self._optimizer.state[self._weights]
+        before = [self._weights.detach().clone(), *(t.clone() for t in state.values())]
+        update()
+        after = [self._weights.detach(), *self._optimizer.state[self._weights].values()]
+        before += [torch.zeros_like(t) for t in after[len(before) :]]
+        with torch.no_grad():
+            for now, then in zip(after, before, strict=True):
+                now.copy_(torch.where(valid.to(now.device), now, then))
 
     def state_dict(self) -> dict[str, Any]:
+        """Weights, L(0) (None before the first valid step) and the weights' Adam state (read once an epoch)."""
         return {
             "weights": self._weights.detach().clone(),
-            "initial_losses": None if self._initial_losses is None else self._initial_losses.clone(),
+            "initial_losses": self._initial_losses.clone() if bool(self._has_initial) else None,
             "optimizer": copy.deepcopy(self._optimizer.state_dict()),
         }
 
@@ -214,5 +271,8 @@ class GradNormBalancer(Balancer):
         with torch.no_grad():
             self._weights.copy_(state["weights"])
         initial = state["initial_losses"]
-        self._initial_losses = None if initial is None else initial.to(torch.float64).clone()
+        self._has_initial = torch.tensor(initial is not None, device=self.device)
+        if initial is not None:
+            self._initial_losses = initial.to(self.device, torch.float64).clone()
         self._optimizer.load_state_dict(copy.deepcopy(state["optimizer"]))
+        self._weights_changed()

@@ -24,6 +24,11 @@ class UncertaintyBalancer(Balancer):
         super().__init__(task_names)
         self.log_variances = nn.Parameter(torch.zeros(self.num_tasks))
 
+    def to(self, device: torch.device | str) -> UncertaintyBalancer:
+        super().to(device)
+        self.log_variances = nn.Parameter(self.log_variances.detach().to(self.device))
+        return self
+
     def weights(self) -> torch.Tensor:
         return torch.exp(-self.log_variances.detach()).double()
 
@@ -31,7 +36,7 @@ class UncertaintyBalancer(Balancer):
         return [self.log_variances]
 
     def combine(self, losses: torch.Tensor) -> torch.Tensor:
-        s = self.log_variances.to(losses)
+        s = self.log_variances.to(losses.dtype)
         return (torch.exp(-s) * losses + s).sum()
 
     def state_dict(self) -> dict[str, Any]:

@@ -64,9 +64,11 @@ def compute_seconds(run_dir: Path) -> list[float]:
 
 
 def job_params(params: Params, workers: int, threads: int, storage: Path) -> Params:
-    """``params`` for one configuration: ``EPOCHS`` epochs of fold 0, ``workers`` × ``threads``."""
+    """``params`` for one configuration: ``EPOCHS`` epochs of fold 0, ``workers`` × ``threads``, on the CPU
+    (a measurement of CPU workers against CPU threads, also on a machine with fewer GPUs than workers)."""
     return parse_params(deep_merge(params.model_dump(mode="json"), {
-        "train": {"epochs": EPOCHS, "folds": [0], "num_threads": threads, "early_stopping_patience": EPOCHS},
+        "train": {"epochs": EPOCHS, "folds": [0], "num_threads": threads, "early_stopping_patience": EPOCHS,
+                  "device": "cpu"},
         "ray": {"num_workers": workers, "cpus_per_worker": threads, "storage_path": str(storage), "max_failures": 0},
     }), "distributed benchmark params")
 

@@ -22,6 +22,9 @@ metric that can be ``nan`` is the pixel ``auc``, for a set without lesion or wit
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import numpy as np
 import torch
 from monai.metrics import compute_confusion_matrix_metric, get_confusion_matrix
@@ -102,6 +105,31 @@ class TaskMetrics:
         dice = _mean_over_present(image_counts, "f1 score")
         iou = _mean_over_present(image_counts, "threat score")
         self._image_scores.append(torch.stack([dice, iou], dim=1))
+
+    def state(self) -> dict[str, Any]:
+        """The running state of the pass so far, on the CPU, to send to other ranks (see :meth:`merged`)."""
+        return {
+            "image_scores": [t.cpu() for t in self._image_scores],
+            "counts": None if self._counts is None else self._counts.cpu(),
+            "auc_hist": None if self._auc_hist is None else self._auc_hist.cpu(),
+            "predictions": [t.cpu() for t in self._predictions],
+            "labels": [t.cpu() for t in self._labels],
+        }
+
+    @classmethod
+    def merged(cls, task: Task, states: Sequence[dict[str, Any]]) -> TaskMetrics:
+        """One pass made of the passes whose :meth:`state` is given, in that order: per-item results
+        concatenated, counts and histograms summed (on the CPU)."""
+        merged = cls(task)
+        for state in states:
+            merged._image_scores += state["image_scores"]
+            merged._predictions += state["predictions"]
+            merged._labels += state["labels"]
+            for name in ("_counts", "_auc_hist"):
+                part, total = state[name.lstrip("_")], getattr(merged, name)
+                if part is not None:
+                    setattr(merged, name, part.clone() if total is None else total + part)
+        return merged
 
     def compute(self) -> dict[str, float]:
         """All metrics of the pass so far, as plain floats (names in the class docstring)."""

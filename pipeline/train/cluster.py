@@ -50,10 +50,19 @@ def connect(params: Params) -> None:
 
 
 def use_gpu(params: Params) -> bool:
-    """Whether training workers take a GPU: ``ray.use_gpu`` yes/no, or ``auto`` = the cluster has GPUs."""
-    if params.ray.use_gpu == "auto":
+    """Whether training workers take a GPU: ``train.device`` cpu/cuda decides; under ``auto``, ``ray.use_gpu``
+    yes/no, or ``auto`` = the cluster has GPUs. Contradicting settings are a ConfigError."""
+    device, choice = params.train.device, params.ray.use_gpu
+    if device != "auto" and choice != "auto" and (device == "cuda") != (choice == "yes"):
+        raise ConfigError(
+            f"train.device = {device!r} contradicts ray.use_gpu = {choice!r}; "
+            f"set ray.use_gpu = {'yes' if device == 'cuda' else 'no'!r} or 'auto'"
+        )
+    if device != "auto":
+        return device == "cuda"
+    if choice == "auto":
         return ray.cluster_resources().get("GPU", 0) > 0
-    return params.ray.use_gpu == "yes"
+    return choice == "yes"
 
 
 def check_resources(params: Params) -> None:

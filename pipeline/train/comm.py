@@ -6,9 +6,17 @@ The loop and the balancer math never import ``torch.distributed`` directly; a si
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
+
+
+class Pending(Protocol):
+    """A started collective operation."""
+
+    def wait(self) -> Any:
+        """Block until the operation has finished (on an accelerator: until it is ordered before later work)."""
+        ...
 
 
 class Comm(Protocol):
@@ -17,6 +25,14 @@ class Comm(Protocol):
 
     def all_reduce_mean(self, tensor: torch.Tensor) -> torch.Tensor:
         """Return the element-wise mean of ``tensor`` over all ranks (every rank gets the same)."""
+        ...
+
+    def start_all_reduce_sum(self, tensor: torch.Tensor) -> Pending:
+        """Start summing ``tensor`` over all ranks in place, without waiting; the sum is there after ``wait()``."""
+        ...
+
+    def gather_objects(self, obj: Any) -> list[Any]:
+        """Every rank's picklable ``obj``, in rank order (every rank gets the same list)."""
         ...
 
 
@@ -28,3 +44,16 @@ class LocalComm:
 
     def all_reduce_mean(self, tensor: torch.Tensor) -> torch.Tensor:
         return tensor
+
+    def start_all_reduce_sum(self, tensor: torch.Tensor) -> Pending:
+        return _Done()
+
+    def gather_objects(self, obj: Any) -> list[Any]:
+        return [obj]
+
+
+class _Done:
+    """A collective of one rank: finished when started."""
+
+    def wait(self) -> None:
+        return None

@@ -16,6 +16,7 @@ Paths (``data_root``, a local ``ray.storage_path``) must be visible to every nod
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from collections.abc import Sequence
@@ -32,6 +33,7 @@ from pipeline.config import Params, parse_params
 from pipeline.data.folds import load_fold
 from pipeline.errors import ConfigError, PipelineError
 from pipeline.tasks import build_tasks
+from pipeline.tracking.system import NodeSystemMetrics
 from pipeline.train import cluster
 from pipeline.train.checkpoint import BEST, LAST, load_checkpoint, write_checkpoint_files
 from pipeline.train.loop import EpochCallback, FoldResult, StepCallback, Trainer
@@ -50,6 +52,14 @@ class TorchComm:
         """Mean over ranks, written into ``tensor`` (floating point, on this rank's device) and returned."""
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
         return tensor.div_(self.world_size)
+
+    def start_all_reduce_sum(self, tensor: torch.Tensor) -> dist.Work:
+        return dist.all_reduce(tensor, op=dist.ReduceOp.SUM, async_op=True)
+
+    def gather_objects(self, obj: Any) -> list[Any]:
+        gathered: list[Any] = [None] * self.world_size
+        dist.all_gather_object(gathered, obj)
+        return gathered
 
 
 class RayCheckpointStore:
@@ -90,9 +100,18 @@ def train_worker(config: dict[str, Any]) -> FoldResult | None:
 
     ``config``: ``params`` (``Params.model_dump(mode="json")``), ``balancer``, ``fold``, ``data_root``
     (absolute path), ``epoch_callback`` (called by rank 0 with each epoch record, or None), ``faults``
-    (see :func:`fault_injector`) and ``check_rank_consistency``.
+    (see :func:`fault_injector`), ``check_rank_consistency`` and ``system_metrics`` (a
+    :class:`~pipeline.tracking.system.NodeSystemMetrics` that the first worker of each node samples into, or None).
     """
     params = parse_params(config["params"], "Ray Train job params")
+    context = ray.train.get_context()
+    with contextlib.ExitStack() as stack:
+        if config["system_metrics"] is not None and context.get_local_rank() == 0:
+            stack.enter_context(config["system_metrics"].sampling(context.get_node_rank()))
+        return _train(params, config)
+
+
+def _train(params: Params, config: dict[str, Any]) -> FoldResult | None:
     fold = config["fold"]
     comm = TorchComm()
     trainer = Trainer(
@@ -147,6 +166,7 @@ def run_fold(
     epoch_callback: EpochCallback | None = None,
     faults: Sequence[dict[str, Any]] = (),
     check_rank_consistency: bool = False,
+    system_metrics: NodeSystemMetrics | None = None,
 ) -> FoldResult:
     """Train ``balancer`` on ``fold`` with ``ray.num_workers`` Ray Train workers; resumable by ``run_name``.
 
@@ -154,7 +174,9 @@ def run_fold(
     from the run's final checkpoint and returns rank 0's :class:`FoldResult`. ``epoch_callback`` must be
     picklable: it runs inside the rank-0 worker. ``faults`` (tests only) kill workers mid-epoch, see
     :func:`fault_injector`; ``check_rank_consistency`` verifies after every step that all ranks hold
-    identical weights. Once ``ray.max_failures`` restarts are spent, raises the worker's PipelineError
+    identical weights; ``system_metrics`` samples each node's CPU, memory and GPUs into a run (see
+    :mod:`pipeline.tracking.system`). Collectives that wait longer than ``ray.collective_timeout_s`` fail
+    the job instead of hanging. Once ``ray.max_failures`` restarts are spent, raises the worker's PipelineError
     (ConfigError, DataError) when a worker raised one, else a PipelineError summarising the failure.
     """
     cluster.connect(params)
@@ -174,8 +196,11 @@ def run_fold(
             "epoch_callback": epoch_callback,
             "faults": list(faults),
             "check_rank_consistency": check_rank_consistency,
+            "system_metrics": system_metrics,
         },
-        torch_config=ray.train.torch.TorchConfig(backend="nccl" if gpu else "gloo"),
+        torch_config=ray.train.torch.TorchConfig(
+            backend="nccl" if gpu else "gloo", timeout_s=params.ray.collective_timeout_s
+        ),
         scaling_config=ray.train.ScalingConfig(
             num_workers=params.ray.num_workers,
             use_gpu=gpu,

@@ -24,11 +24,12 @@ _STATUS = Path("/proc/self/status")
 class StepTimer:
     """Wall-clock time of each training step and of each epoch.
 
-    On CUDA, :meth:`start_step` and :meth:`end_step` synchronise the device first, so a step's time
-    covers all GPU work it launched (the loop pays one synchronisation per step for that). The first
-    ``warmup_steps`` steps are timed but left out of the step figures: they include one-off costs
-    (CUDA context and kernel loading, cuDNN autotuning, allocator growth) that say nothing about a
-    balancer's cost.
+    CPU: ``time.perf_counter`` around each step. CUDA: a pair of CUDA events recorded on the current
+    stream around each step, read once an epoch (at :meth:`end_epoch`, :meth:`summary` or
+    :meth:`state_dict`), so timing never stalls the device mid-epoch; a step's time is then the span of
+    the GPU work it launched. The first ``warmup_steps`` steps are timed but left out of the step figures:
+    they include one-off costs (CUDA context and kernel loading, cuDNN autotuning, allocator growth) that
+    say nothing about a balancer's cost.
     """
 
     def __init__(self, device: torch.device | str, warmup_steps: int = 1):
@@ -36,23 +37,38 @@ class StepTimer:
             raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}")
         self.device = torch.device(device)
         self.warmup_steps = warmup_steps
-        self.step_seconds: list[float] = []
+        self._step_seconds: list[float] = []
         self.epoch_seconds: list[float] = []
-        self._started: float | None = None
+        self._started: float | torch.cuda.Event | None = None
+        self._pending: list[tuple[torch.cuda.Event, torch.cuda.Event]] = []  # CUDA: recorded, not yet read
+
+    @property
+    def step_seconds(self) -> list[float]:
+        """Every step's duration in seconds, in order (reads the CUDA events still pending)."""
+        self._read_events()
+        return self._step_seconds
 
     def start_step(self) -> None:
-        self._synchronize()
-        self._started = time.perf_counter()
+        if self.device.type == "cuda":
+            self._started = torch.cuda.Event(enable_timing=True)
+            self._started.record()
+        else:
+            self._started = time.perf_counter()
 
     def end_step(self) -> None:
         if self._started is None:
             raise RuntimeError("StepTimer.end_step() called without a matching start_step()")
-        self._synchronize()
-        self.step_seconds.append(time.perf_counter() - self._started)
+        if isinstance(self._started, float):
+            self._step_seconds.append(time.perf_counter() - self._started)
+        else:
+            end = torch.cuda.Event(enable_timing=True)
+            end.record()
+            self._pending.append((self._started, end))
         self._started = None
 
     def end_epoch(self, seconds: float) -> None:
         """Record one epoch's wall-clock duration in seconds (measured by the caller)."""
+        self._read_events()
         self.epoch_seconds.append(seconds)
 
     def summary(self) -> dict[str, float]:
@@ -70,12 +86,17 @@ class StepTimer:
         return {"step_seconds": list(self.step_seconds), "epoch_seconds": list(self.epoch_seconds)}
 
     def load_state_dict(self, state: dict[str, list[float]]) -> None:
-        self.step_seconds = list(state["step_seconds"])
+        self._step_seconds = list(state["step_seconds"])
+        self._pending = []
         self.epoch_seconds = list(state["epoch_seconds"])
 
-    def _synchronize(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
+    def _read_events(self) -> None:
+        """Turn the recorded CUDA event pairs into seconds (waits for the last one: once an epoch)."""
+        if not self._pending:
+            return
+        self._pending[-1][1].synchronize()
+        self._step_seconds += [start.elapsed_time(end) / 1000 for start, end in self._pending]
+        self._pending = []
 
 
 class PeakMemory:
@@ -84,7 +105,7 @@ class PeakMemory:
     CUDA: the peak of memory held by tensors on ``device`` (``torch.cuda.max_memory_allocated``),
     not counting the CUDA context or blocks the caching allocator keeps free.
 
-    CPU: the peak resident set size (RSS) of the whole process — interpreter, libraries and data
+    Any other device (the CPU): the peak resident set size (RSS) of the whole process — interpreter, libraries and data
     included, not only tensors. On Linux the kernel's high-water mark (``VmHWM``) is reset by
     writing ``5`` to ``/proc/self/clear_refs``, so the figure covers this phase only, spikes inside
     a step included. Where that is not possible (other systems) ``ru_maxrss`` is reported instead:
@@ -94,8 +115,6 @@ class PeakMemory:
 
     def __init__(self, device: torch.device | str):
         self.device = torch.device(device)
-        if self.device.type not in ("cuda", "cpu"):
-            raise ValueError(f"PeakMemory supports cuda and cpu devices, got {self.device}")
         self.reset()
 
     def reset(self) -> None:

@@ -5,7 +5,18 @@ into ``world_size * grad_accum_steps`` equal chunks; rank ``r`` processes chunks
 ``r * accum .. r * accum + accum - 1`` one after the other, scaling each chunk's loss by
 ``1 / accum``; gradients are then averaged over ranks. Any (world size, accumulation) pair with the
 same product therefore computes the same update. Dropout is seeded per global chunk for the same
-reason, which also makes a resumed run bit-identical to an uninterrupted one on the CPU.
+reason, which also makes a resumed run bit-identical to an uninterrupted one on the CPU. (On CUDA the
+same holds only up to rounding: pooling and NLL backward, cuDNN's weight-gradient algorithms, TF32 and
+NCCL's summation order are not bitwise reproducible; ``train.deterministic`` removes all but the last.)
+
+Devices. Model, balancer state, optimiser state and the gradient buckets live on the training device;
+a step reads nothing back to the host: the micro-batches are read and pinned ahead on a background
+thread (:mod:`pipeline.train.prefetch`), the gradient all-reduce overlaps the last backward pass
+(:mod:`pipeline.train.grad_sync`), and losses are summed on the device until the epoch ends.
+
+Validation is sharded: rank ``r`` evaluates batches ``r, r + N, ...`` of the validation set and every
+rank then merges all ranks' sums (:func:`evaluate`), so the scheduler and early stopping decide from
+identical numbers on every rank — one decision, not N.
 """
 
 from __future__ import annotations
@@ -34,6 +45,8 @@ from pipeline.train.comm import Comm, LocalComm
 from pipeline.train.compute_format import ComputeFormat
 from pipeline.train.early_stopping import EarlyStopping
 from pipeline.train.efficiency import PeakMemory, StepTimer
+from pipeline.train.grad_sync import GradientReducer
+from pipeline.train.prefetch import HostBatch, host_batch, prefetched
 
 EpochCallback = Callable[[dict[str, Any]], None]
 StepCallback = Callable[[int, int], None]
@@ -64,9 +77,13 @@ def select_device(preference: str) -> torch.device:
     return torch.device(preference)
 
 
-def to_tensors(arrays: dict[str, np.ndarray], device: torch.device) -> dict[str, torch.Tensor]:
-    """uint8 images ``(B, C, H, W)`` → float32 in [-1, 1]; masks ``(B, H, W)`` and labels ``(B,)`` as int64."""
-    out = {k: torch.from_numpy(np.ascontiguousarray(v)).to(device, non_blocking=True) for k, v in arrays.items()}
+def to_tensors(arrays: dict[str, np.ndarray] | HostBatch, device: torch.device) -> dict[str, torch.Tensor]:
+    """uint8 images ``(B, C, H, W)`` → float32 in [-1, 1]; masks ``(B, H, W)`` and labels ``(B,)`` as int64.
+
+    Host tensors in pinned memory (:func:`pipeline.train.prefetch.host_batch`) are copied asynchronously.
+    """
+    tensors = host_batch(arrays) if any(isinstance(v, np.ndarray) for v in arrays.values()) else arrays
+    out = {k: v.to(device, non_blocking=True) for k, v in tensors.items()}
     out["image"] = out["image"].float().div_(127.5).sub_(1.0)
     out["mask"] = out["mask"].long()
     return out
@@ -154,10 +171,15 @@ class Trainer:
         self.compute = ComputeFormat.from_params(cfg, self.device)
         network = build_model(params, tasks, separate=balancer_name == STL)
         self.model = self.compute.prepare_model(network.to(self.device))
-        self.balancer = build_balancer(balancer_name, [t.name for t in tasks], params)
+        self.balancer = build_balancer(balancer_name, [t.name for t in tasks], params).to(self.device)
         self.loss_fns = [t.loss_fn() for t in tasks]
         trainable = list(self.model.parameters()) + self.balancer.parameters()
         self.optimizer = torch.optim.Adam(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.reducer = (
+            GradientReducer(trainable, self.comm, self.balancer.directly_written_parameters(self.model))
+            if self.comm.world_size > 1
+            else None
+        )
         self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
             self.optimizer, mode="min", factor=cfg.plateau_factor, patience=cfg.plateau_patience
         )
@@ -281,33 +303,51 @@ class Trainer:
         cfg, comm = self.params.train, self.comm
         self.model.train()
         batches = epoch_batches(len(self.data.train), cfg.batch_size, self.params.seed, self.fold, epoch)
-        steps = len(batches)
         loss_sum = torch.zeros(len(self.tasks), device=self.device)
-        trainable = [p for g in self.optimizer.param_groups for p in g["params"]]
-        for step, batch in enumerate(batches):
+        chunks = prefetched(self._read_chunk, [self._chunk_rows(batch, m) for batch in batches
+                                               for m in range(cfg.grad_accum_steps)])
+        for step in range(len(batches)):
             self.timer.start_step()
-            scale = self.compute.loss_scale() / cfg.grad_accum_steps
-            for micro in range(cfg.grad_accum_steps):
-                chunk_id = comm.rank * cfg.grad_accum_steps + micro
-                rows = np.sort(batch[chunk_id * self.chunk : (chunk_id + 1) * self.chunk])
-                torch.manual_seed(_chunk_seed(self.params.seed, self.fold, epoch, step, chunk_id))
-                loss_sum += self._backward_chunk(self.data.train, rows, scale)
-            _average_gradients(trainable, comm)  # before unscaling, so an fp16 overflow skips the step on every rank
-            self.compute.unscale_(self.optimizer)
-            self.balancer.step(comm)
-            self.compute.step(self.optimizer)
-            self.optimizer.zero_grad(set_to_none=True)
+            loss_sum += self._train_step(epoch, step, chunks)
             self.timer.end_step()
             if self.check_rank_consistency:
                 self._assert_ranks_agree(epoch, step)
             if on_step is not None:
                 on_step(epoch, step)
         _average_buffers(self.model, comm)
-        return comm.all_reduce_mean(loss_sum / (steps * cfg.grad_accum_steps))
+        return comm.all_reduce_mean(loss_sum / (len(batches) * cfg.grad_accum_steps))
 
-    def _backward_chunk(self, source: ArraySet, rows: np.ndarray, scale: float) -> torch.Tensor:
-        batch = to_tensors(source.read(rows), self.device)
-        return forward_backward(self.model, self.balancer, self.tasks, self.loss_fns, batch, scale, self.compute)
+    def _train_step(self, epoch: int, step: int, chunks: Iterator[HostBatch]) -> torch.Tensor:
+        """One optimiser step over this rank's ``grad_accum_steps`` micro-batches, taken from ``chunks``;
+        returns the sum of their unweighted losses ``(K,)`` (on the device)."""
+        accum = self.params.train.grad_accum_steps
+        scale = self.compute.loss_scale() / accum
+        loss_sum = torch.zeros(len(self.tasks), device=self.device)
+        for micro in range(accum):
+            if self.reducer is not None and micro == accum - 1:
+                self.reducer.arm()  # the all-reduce of each bucket starts as its gradients are complete
+            chunk_id = self.comm.rank * accum + micro
+            torch.manual_seed(_chunk_seed(self.params.seed, self.fold, epoch, step, chunk_id))
+            batch = to_tensors(next(chunks), self.device)
+            loss_sum += forward_backward(
+                self.model, self.balancer, self.tasks, self.loss_fns, batch, scale, self.compute
+            )
+        if self.reducer is not None:
+            self.reducer.finish()  # before unscaling, so an fp16 overflow skips the step on every rank
+        self.compute.unscale_(self.optimizer)
+        skipped = self.compute.step(self.optimizer)
+        self.balancer.step(self.comm, skipped)
+        self.optimizer.zero_grad(set_to_none=True)
+        return loss_sum
+
+    def _chunk_rows(self, batch: np.ndarray, micro: int) -> np.ndarray:
+        """The sorted rows of ``batch`` (a global batch) that this rank's micro-batch ``micro`` processes."""
+        chunk_id = self.comm.rank * self.params.train.grad_accum_steps + micro
+        return np.sort(batch[chunk_id * self.chunk : (chunk_id + 1) * self.chunk])
+
+    def _read_chunk(self, rows: np.ndarray) -> HostBatch:
+        """A micro-batch's arrays as host tensors, pinned when training on CUDA (runs on the prefetch thread)."""
+        return host_batch(self.data.train.read(rows), pin=self.device.type == "cuda")
 
     def _assert_ranks_agree(self, epoch: int, step: int) -> None:
         """Raise if any rank's balancer weights or model parameters differ from the others' (debug aid)."""
@@ -322,9 +362,10 @@ class Trainer:
             )
 
     def evaluate(self, source: ArraySet) -> tuple[torch.Tensor, dict[str, dict[str, float]]]:
-        """:func:`evaluate` of this trainer's model on ``source``."""
+        """:func:`evaluate` of this trainer's model on ``source``, sharded over the ranks."""
         return evaluate(
-            self.model, self.tasks, source, self.params.train.batch_size, self.device, self.loss_fns, self.compute
+            self.model, self.tasks, source, self.params.train.batch_size, self.device, self.loss_fns, self.compute,
+            self.comm,
         )
 
 
@@ -334,15 +375,18 @@ def predict_batches(
     batch_size: int,
     device: torch.device,
     compute: ComputeFormat | None = None,
+    shard: tuple[int, int] = (0, 1),
 ) -> Iterator[tuple[np.ndarray, dict[str, torch.Tensor], dict[str, torch.Tensor]]]:
     """Run ``model`` in eval mode, without gradients, over ``source`` in order, ``batch_size`` rows at a time.
 
     Yields ``(rows, batch, outputs)``: the row indices ``(B,)`` of ``source``, the batch as
     :func:`to_tensors` makes it and the model's float32 ``{task: logits}`` for it, computed in
-    ``compute``'s precision and layout (float32, contiguous by default).
+    ``compute``'s precision and layout (float32, contiguous by default). ``shard = (i, n)`` yields only
+    batches ``i, i + n, i + 2n, ...`` (the same batches whatever ``n``).
     """
     model.eval()
-    for start in range(0, len(source), batch_size):
+    index, count = shard
+    for start in range(index * batch_size, len(source), count * batch_size):
         rows = np.arange(start, min(start + batch_size, len(source)))
         batch = to_tensors(source.read(rows), device)
         with torch.no_grad():
@@ -363,16 +407,28 @@ def evaluate(
     device: torch.device,
     loss_fns: list[torch.nn.Module] | None = None,
     compute: ComputeFormat | None = None,
+    comm: Comm | None = None,
 ) -> tuple[torch.Tensor, dict[str, dict[str, float]]]:
     """Mean per-task losses ``(K,)`` (per-sample weighted) and metrics ``{task: {metric: value}}`` on ``source``,
-    the model run in ``compute``'s precision and layout (see :func:`predict_batches`)."""
+    the model run in ``compute``'s precision and layout (see :func:`predict_batches`).
+
+    With ``comm`` of several ranks each rank evaluates its shard of the batches; the ranks' loss sums and
+    metric states are then gathered and merged in rank order on every rank, so every rank returns the
+    same numbers.
+    """
+    comm = comm or LocalComm()
     loss_fns = loss_fns or [t.loss_fn() for t in tasks]
     metrics = [TaskMetrics(t) for t in tasks]
     loss_sum = torch.zeros(len(tasks), device=device)
-    for rows, batch, outputs in predict_batches(model, source, batch_size, device, compute):
+    shard = (comm.rank, comm.world_size)
+    for rows, batch, outputs in predict_batches(model, source, batch_size, device, compute, shard):
         loss_sum += torch.stack(task_losses(tasks, loss_fns, outputs, batch)) * len(rows)
         for t, m in zip(tasks, metrics):
             m.update(outputs[t.name], batch[t.target])
+    if comm.world_size > 1:
+        parts = comm.gather_objects((loss_sum.cpu(), [m.state() for m in metrics]))
+        loss_sum = torch.stack([losses for losses, _ in parts]).sum(dim=0)
+        metrics = [TaskMetrics.merged(t, [states[k] for _, states in parts]) for k, t in enumerate(tasks)]
     return (loss_sum / len(source)).cpu(), {t.name: m.compute() for t, m in zip(tasks, metrics)}
 
 
@@ -389,21 +445,3 @@ def _average_buffers(model: torch.nn.Module, comm: Comm) -> None:
     for buffer in model.buffers():
         if buffer.is_floating_point():
             buffer.copy_(comm.all_reduce_mean(buffer.clone()))
-
-
-def _average_gradients(parameters: list[torch.nn.Parameter], comm: Comm) -> None:
-    """Average ``.grad`` over ranks with one flat all-reduce (every rank then holds identical gradients).
-
-    This replaces DDP's bucketed reducer so that balancers that run several partial backward passes
-    (GradNorm) never interact with DDP's autograd hooks (pytorch/pytorch#47260).
-    """
-    if comm.world_size == 1:
-        return
-    with_grad = [p for p in parameters if p.grad is not None]
-    flat = torch.cat([p.grad.reshape(-1) for p in with_grad])
-    flat = comm.all_reduce_mean(flat)
-    offset = 0
-    for p in with_grad:
-        n = p.grad.numel()
-        p.grad.copy_(flat[offset : offset + n].view_as(p.grad))
-        offset += n

@@ -31,10 +31,12 @@ from pipeline.models import build_model
 from pipeline.tasks import Task, build_tasks
 from pipeline.tracking import EpochLogger, child_run, log_fold_result, stage_run
 from pipeline.tracking.results import history_csv
+from pipeline.tracking.system import NodeSystemMetrics
 from pipeline.train import cluster
 from pipeline.train.checkpoint import BEST, load_checkpoint
 from pipeline.train.distributed import run_fold
-from pipeline.train.loop import FoldResult, evaluate, to_tensors
+from pipeline.train.compute_format import ComputeFormat
+from pipeline.train.loop import FoldResult, evaluate, select_device, to_tensors
 
 
 def run(params: Params, balancer: str, data: Path, out_dir: Path, metrics_dir: Path) -> dict[str, Any]:
@@ -51,10 +53,11 @@ def run(params: Params, balancer: str, data: Path, out_dir: Path, metrics_dir: P
                 result = run_fold(
                     params, balancer, fold, data, fold_dir, ray_run_name(params, balancer, fold),
                     epoch_callback=EpochReporter(EpochLogger(tracking_uri(params), run_id), balancer),
+                    system_metrics=NodeSystemMetrics(tracking_uri(params), run_id) if params.tracking.system_metrics else None,
                 )
                 model = build_model(params, tasks, separate=balancer == STL)
                 model.load_state_dict(load_checkpoint(fold_dir / BEST)["model"])
-                _, test_metrics = evaluate(model, tasks, test, params.train.batch_size, torch.device("cpu"))
+                test_metrics = evaluate_on_driver(params, model, tasks, test)
                 example = to_tensors(test.read([0]), torch.device("cpu"))["image"]
                 log_fold_result(run_id, result, model, example, test_metrics, log_model=params.tracking.log_models)
             per_fold[f"fold_{fold}"] = _fold_summary(result, test_metrics)
@@ -69,6 +72,20 @@ def run(params: Params, balancer: str, data: Path, out_dir: Path, metrics_dir: P
     atomic_write_json(Path(metrics_dir) / "metrics.json", headline(tasks, document))
     atomic_write_text(Path(metrics_dir) / "history.csv", history_csv(history))
     return document
+
+
+def evaluate_on_driver(
+    params: Params, model: torch.nn.Module, tasks: tuple[Task, ...], test: ArraySet
+) -> dict[str, dict[str, float]]:
+    """Test metrics of ``model`` computed where the driver runs: on its GPU when it has one and ``train.device``
+    allows it (a GPU-less head of a GPU cluster evaluates on its CPU), in ``train.amp``'s precision and layout.
+    ``model`` is back on the CPU afterwards."""
+    device = select_device("cpu" if params.train.device == "cpu" else "auto")
+    compute = ComputeFormat.from_params(params.train, device)
+    _, metrics = evaluate(compute.prepare_model(model.to(device)), tasks, test, params.train.batch_size, device,
+                          compute=compute)
+    model.to("cpu", memory_format=torch.contiguous_format)
+    return metrics
 
 
 def ray_run_name(params: Params, balancer: str, fold: int) -> str:

@@ -241,3 +241,55 @@ def test_non_finite_step_leaves_weights_unchanged():
     efficient_micro_batch(balancer, model, (torch.full_like(x, float("nan")), targets), 1.0)
     balancer.step(LocalComm())
     torch.testing.assert_close(balancer.weights(), before, rtol=0, atol=0)
+
+
+def test_fp16_task_gradients_at_w_match_float32_where_unscaled_half_precision_underflows():
+    # 256 px, mean-reduced Dice + BCE: per-pixel gradients of ~1e-6, below fp16's normal range. The loss
+    # scale must be applied before the heads' and W's half-precision backward passes, not multiplied in after.
+    from pipeline.train.compute_format import ComputeFormat
+    from pipeline.train.loop import forward_backward
+
+    torch.manual_seed(0)
+    tasks = (SEG, CLS)
+    model = AttentionUNetMTL(list(tasks), dropout=0.0, channels=(4, 8, 16), strides=(2, 2))
+    g = torch.Generator().manual_seed(1)
+    batch = {"image": torch.randn(2, 1, 256, 256, generator=g), "mask": (torch.rand(2, 256, 256, generator=g) > 0.7).long(),
+             "label": torch.tensor([0, 1])}
+
+    def grad_norms_at_w(amp: str, scale: float) -> torch.Tensor:
+        balancer = GradNormBalancer(model.task_names)
+        compute = ComputeFormat(amp, False, torch.device("cpu"))
+        forward_backward(copy.deepcopy(model), balancer, tasks, [t.loss_fn() for t in tasks], batch, scale, compute)
+        balancer.step(LocalComm())
+        return balancer.last_grad_norms
+
+    reference = grad_norms_at_w("off", 1.0)
+    scaled = grad_norms_at_w("fp16", 2.0**16)
+    unscaled = grad_norms_at_w("fp16", 1.0)
+    torch.testing.assert_close(scaled, reference, rtol=0.02, atol=0.0)
+    assert ((unscaled - reference).abs() / reference).max() > 0.2  # the size where unscaled fp16 underflows
+
+
+def test_a_step_the_optimiser_skipped_leaves_weights_adam_state_and_initial_losses_untouched():
+    torch.manual_seed(4)
+    model = tiny_attention_unet()
+    balancer = GradNormBalancer(model.task_names)
+    batches = make_batches(tasks_of(model), 3, seed=40)
+    efficient_micro_batch(balancer, model, batches[0], 1.0)
+    balancer.step(LocalComm(), skipped=torch.tensor(True))  # a skipped first step: L(0) is not taken from it
+    assert balancer.state_dict()["initial_losses"] is None
+    torch.testing.assert_close(balancer.weights(), torch.ones(3, dtype=torch.float64), rtol=0, atol=0)
+
+    efficient_micro_batch(balancer, model, batches[1], 1.0)
+    balancer.step(LocalComm(), skipped=torch.tensor(False))
+    before = copy.deepcopy(balancer.state_dict())
+    efficient_micro_batch(balancer, model, batches[2], 1.0)
+    balancer.step(LocalComm(), skipped=torch.tensor(True))
+    after = balancer.state_dict()
+    torch.testing.assert_close(after["weights"], before["weights"], rtol=0, atol=0)
+    torch.testing.assert_close(after["initial_losses"], before["initial_losses"], rtol=0, atol=0)
+    for key, value in before["optimizer"]["state"][0].items():
+        torch.testing.assert_close(after["optimizer"]["state"][0][key], value, rtol=0, atol=0, msg=key)
+    efficient_micro_batch(balancer, model, batches[2], 1.0)
+    balancer.step(LocalComm(), skipped=torch.tensor(False))
+    assert not torch.equal(balancer.weights(), before["weights"])  # the same step, not skipped, moves them

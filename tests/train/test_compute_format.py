@@ -36,7 +36,8 @@ def test_bf16_training_decreases_the_loss(tiny_data, balancer):
 
 
 def test_fp16_training_scales_the_loss_and_decreases_it(tiny_data):
-    # GradNorm: its per-task backward passes carry the loss scale too. Half width: fp16 convolutions are
+    # GradNorm differentiates each task's loss times the loss scale (its per-task half-precision backward passes
+    # are scaled too). Half width: fp16 convolutions are
     # slow on CPUs (no native kernels); 6 epochs of 4 steps, as the scaler skips its first few steps.
     trainer, result = _fit(tiny_data, "gradnorm", model={"width": 8}, amp="fp16", epochs=6, batch_size=4)
     _assert_learned(trainer, result)
@@ -67,3 +68,23 @@ def test_an_unquoted_yaml_off_means_off():
     raw = yaml.safe_load("train: {amp: off}")  # YAML 1.1: off is the boolean false
     assert raw["train"]["amp"] is False
     assert parse_params(deep_merge(TINY, raw)).train.amp == "off"
+
+
+def test_bf16_is_refused_on_gpus_that_emulate_it_and_allowed_where_native():
+    from pipeline.train.compute_format import amp_refusal
+
+    refusal = amp_refusal("bf16", "cuda", (7, 5))
+    assert "compute capability 7.5" in refusal and "fp16" in refusal
+    assert amp_refusal("bf16", "cuda", (8, 0)) is None
+    assert amp_refusal("fp16", "cuda", (7, 0)) is None
+    assert amp_refusal("bf16", "cpu", None) is None
+
+
+def test_cuda_runs_autotune_and_use_tf32_unless_deterministic():
+    from pipeline.train.compute_format import cuda_backend_settings
+
+    fast, exact = cuda_backend_settings(deterministic=False), cuda_backend_settings(deterministic=True)
+    assert fast["cudnn.benchmark"] and fast["cuda.matmul.allow_tf32"] and fast["cudnn.allow_tf32"]
+    assert not fast["deterministic_algorithms"]
+    assert exact["deterministic_algorithms"] and exact["cudnn.deterministic"]
+    assert not (exact["cudnn.benchmark"] or exact["cuda.matmul.allow_tf32"] or exact["cudnn.allow_tf32"])

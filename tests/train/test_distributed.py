@@ -113,8 +113,9 @@ def test_two_workers_equal_one_worker_accumulating_two_chunks(on_cluster, tmp_pa
 
 
 def test_fp16_ranks_skip_overflowing_steps_together(on_cluster, tiny_data, tmp_path):
-    # GradNorm: its per-task backward passes carry the loss scale too. Gradients are all-reduced before
-    # they are unscaled, so an overflow on one rank makes every rank skip the step and back off.
+    # GradNorm differentiates each task's loss times the loss scale, so its half-precision per-task backward
+    # passes are scaled like the rest. Gradients are all-reduced before they are unscaled, so an overflow on
+    # one rank makes every rank skip the step and back off.
     params = small_params(train={"amp": "fp16", "epochs": 2, "batch_size": 4},
                           ray={"num_workers": 2, "storage_path": str(tmp_path / "ray_results")})
     result = run_fold(params, "gradnorm", 0, tiny_data, tmp_path / "out", "fp16-ranks", check_rank_consistency=True)
@@ -180,3 +181,12 @@ def test_sync_batchnorm_on_cpu_workers_is_a_config_error(on_cluster, tiny_data, 
     params = small_params(ray={"sync_batchnorm": True, "use_gpu": "auto"})
     with pytest.raises(ConfigError, match="SyncBatchNorm is CUDA-only"):
         run_fold(params, "equal", 0, tiny_data, tmp_path, "sync_bn")
+
+
+def test_train_device_decides_whether_workers_take_gpus(on_cluster):
+    use_gpu = cluster.use_gpu
+    assert use_gpu(small_params(train={"device": "cpu"}, ray={"use_gpu": "auto"})) is False
+    assert use_gpu(small_params(train={"device": "cuda"}, ray={"use_gpu": "auto"})) is True
+    assert use_gpu(small_params(train={"device": "auto"}, ray={"use_gpu": "auto"})) is False  # this cluster: no GPUs
+    with pytest.raises(ConfigError, match="train.device = 'cpu' contradicts ray.use_gpu = 'yes'"):
+        use_gpu(small_params(train={"device": "cpu"}, ray={"use_gpu": "yes"}))

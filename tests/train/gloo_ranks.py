@@ -1,0 +1,52 @@
+"""Run a function on N real ``torch.distributed`` ranks (gloo over loopback), one process each."""
+
+from __future__ import annotations
+
+import multiprocessing
+import socket
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+import torch.distributed as dist
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _rank_main(fn: Callable[[int], Any], rank: int, world_size: int, port: int, results: Any) -> None:
+    try:
+        dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size)
+        results.put((rank, fn(rank), None))
+    except BaseException:  # noqa: BLE001 - reported to the test process
+        results.put((rank, None, traceback.format_exc()))
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def run_ranks(fn: Callable[[int], Any], world_size: int = 2, timeout_s: float = 120.0) -> list[Any]:
+    """``fn(rank)`` on each rank of a fresh process group; returns the results in rank order.
+
+    ``fn`` must be a module-level function (it is pickled into spawned processes).
+    """
+    context = multiprocessing.get_context("spawn")
+    results = context.SimpleQueue()
+    port = _free_port()
+    processes = [
+        context.Process(target=_rank_main, args=(fn, rank, world_size, port, results)) for rank in range(world_size)
+    ]
+    for p in processes:
+        p.start()
+    gathered = {}
+    for _ in processes:
+        rank, value, error = results.get()
+        if error is not None:
+            raise AssertionError(f"rank {rank} failed:\n{error}")
+        gathered[rank] = value
+    for p in processes:
+        p.join(timeout_s)
+    return [gathered[r] for r in range(world_size)]
