@@ -3,24 +3,22 @@
 from __future__ import annotations
 
 import multiprocessing
-import socket
+import pickle
 import traceback
 from collections.abc import Callable
 from typing import Any
 
 import torch.distributed as dist
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.ray_cluster import free_port
 
 
 def _rank_main(fn: Callable[[int], Any], rank: int, world_size: int, port: int, results: Any) -> None:
     try:
         dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size)
-        results.put((rank, fn(rank), None))
+        # plain pickle bytes: tensors put on the queue directly would be shared through file descriptors
+        # that vanish when this process exits before the test process reads them
+        results.put((rank, pickle.dumps(fn(rank)), None))
     except BaseException:  # noqa: BLE001 - reported to the test process
         results.put((rank, None, traceback.format_exc()))
     finally:
@@ -35,7 +33,7 @@ def run_ranks(fn: Callable[[int], Any], world_size: int = 2, timeout_s: float = 
     """
     context = multiprocessing.get_context("spawn")
     results = context.SimpleQueue()
-    port = _free_port()
+    port = free_port()
     processes = [
         context.Process(target=_rank_main, args=(fn, rank, world_size, port, results)) for rank in range(world_size)
     ]
@@ -46,7 +44,7 @@ def run_ranks(fn: Callable[[int], Any], world_size: int = 2, timeout_s: float = 
         rank, value, error = results.get()
         if error is not None:
             raise AssertionError(f"rank {rank} failed:\n{error}")
-        gathered[rank] = value
+        gathered[rank] = pickle.loads(value)
     for p in processes:
         p.join(timeout_s)
     return [gathered[r] for r in range(world_size)]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from pipeline.data.folds import ArraySet, _Part
+from pipeline.data.folds import ArraySet
 from pipeline.tasks import Task
 from pipeline.train.distributed import TorchComm
 from pipeline.train.grad_sync import GradientReducer
@@ -87,8 +87,7 @@ def _validation_on_rank(rank: int) -> tuple[torch.Tensor, dict]:
         "mask": (g.random((10, 8, 8)) > 0.5).astype(np.uint8),
         "label": g.integers(0, 2, 10),
     }
-    ids = [str(i) for i in range(10)]
-    source = ArraySet(["benign", "malignant"], [(_Part(arrays, np.arange(10)), ids, ids)])
+    source = ArraySet.from_arrays(["benign", "malignant"], arrays, [str(i) for i in range(10)])
     return evaluate(model, (SEG, CLS), source, 3, torch.device("cpu"), comm=TorchComm())
 
 
