@@ -4,12 +4,14 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PROFILE ?=
+DEVICE ?= auto
+GPU_CHECK_OUT ?= reports/gpu_check.json
 # This pipeline runs offline on clusters: no usage telemetry from MLflow, Ray or albumentations.
 export MLFLOW_DISABLE_TELEMETRY := true
 export RAY_USAGE_STATS_ENABLED := 0
 export NO_ALBUMENTATIONS_UPDATE := 1
 
-.PHONY: run test bench clean-venv
+.PHONY: run test bench gpu-check clean-venv
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found (Python 3.11 is required)"; exit 1; }
@@ -31,6 +33,10 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m pipeline bench
+
+# `make gpu-check [DEVICE=auto|cuda|cpu]`: environment, one-rank all-reduce, every balancer and stl, predict (README).
+gpu-check: $(STAMP)
+	$(BIN)/python -m pipeline gpu-check --device $(DEVICE) --out $(GPU_CHECK_OUT)
 
 clean-venv:
 	rm -rf $(VENV)

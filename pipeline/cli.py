@@ -57,6 +57,10 @@ def _bench(params, args) -> None:
     )
 
 
+def _gpu_check(params, args) -> None:
+    importlib.import_module("pipeline.bench.gpu_check").run(params, device=args.device, out=args.out)
+
+
 def _compare(params, args) -> None:
     importlib.import_module("pipeline.evaluate.compare").run(params, metrics_dir=args.metrics, strict=args.strict)
 
@@ -146,6 +150,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS), help="parts to run (default: all)")
     p.add_argument("--out", type=Path, default=paths.REPORTS / "bench.json")
     p.add_argument("--quick", action="store_true", help="fewest rounds: checks the suite runs, figures are rough")
+
+    p = add("gpu-check", _gpu_check,
+            "prove the device path in minutes: environment, all-reduce, every balancer and stl, predict")
+    p.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto",
+                   help="default: auto (CUDA when present)")
+    p.add_argument("--out", type=Path, default=paths.REPORTS / "gpu_check.json")
 
     p = add("compare", _compare, "test metrics of every balancer against trivial predictors")
     p.add_argument("--metrics", type=Path, default=paths.METRICS)

@@ -6,7 +6,7 @@ import sys
 
 from pipeline.cli import main
 
-STAGES = ["ingest", "split", "preprocess", "augment", "tune", "train", "bench", "compare", "evaluate",
+STAGES = ["ingest", "split", "preprocess", "augment", "tune", "train", "bench", "gpu-check", "compare", "evaluate",
           "report", "promote", "predict", "track", "apply-profile"]
 
 

@@ -53,6 +53,12 @@ class ArraySet:
         self._parts = tuple(part for part, _, _ in parts)
         self._starts = np.cumsum([0] + [len(p.rows) for p in self._parts])
 
+    @classmethod
+    def from_arrays(cls, classes: Sequence[str], arrays: Mapping[str, np.ndarray], ids: Sequence[str]) -> ArraySet:
+        """Every row of in-memory ``arrays`` (the layout :meth:`read` returns), row ``i`` named ``ids[i]``
+        and its own source."""
+        return cls(classes, [(_Part(arrays, np.arange(len(ids))), list(ids), list(ids))])
+
     def __len__(self) -> int:
         return len(self.ids)
 

@@ -81,18 +81,20 @@ def probability_frame(tasks: Sequence[Task], logits: Mapping[str, torch.Tensor])
 
 
 class MultiTaskPyfunc(mlflow.pyfunc.PythonModel):
-    """The network of one training checkpoint behind MLflow's pyfunc interface (CPU).
+    """The network of one training checkpoint behind MLflow's pyfunc interface (on the CPU as MLflow loads it).
 
-    After :meth:`load` (or MLflow's :meth:`load_context`): ``params``, ``tasks`` and ``network`` (the
-    :class:`~pipeline.models.base.MultiTaskModel` in eval mode).
+    After :meth:`load` (or MLflow's :meth:`load_context`): ``params``, ``tasks``, ``network`` (the
+    :class:`~pipeline.models.base.MultiTaskModel` in eval mode) and the ``device`` it runs on.
     """
 
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
         config = context.model_config
         self.load(model_params(config), Path(context.artifacts[CHECKPOINT]), config.get("separate_tasks", False))
 
-    def load(self, params: Params, checkpoint: Path, separate: bool = False) -> MultiTaskPyfunc:
-        """Build the network of ``params`` (one per task with ``separate``) and load ``checkpoint["model"]``."""
+    def load(self, params: Params, checkpoint: Path, separate: bool = False,
+             device: torch.device = torch.device("cpu")) -> MultiTaskPyfunc:
+        """Build the network of ``params`` (one per task with ``separate``), load ``checkpoint["model"]`` and
+        place it on ``device``, where :meth:`predict` then runs."""
         state = load_checkpoint(checkpoint)
         if state is None:
             raise DataError(f"{checkpoint}: checkpoint not found")
@@ -100,11 +102,12 @@ class MultiTaskPyfunc(mlflow.pyfunc.PythonModel):
         self.tasks = build_tasks(params)
         network = build_model(params, self.tasks, separate)
         network.load_state_dict(state["model"])
-        self.network = network.eval()
+        self.device = device
+        self.network = network.to(device).eval()
         return self
 
     def predict(self, context: Any, model_input: np.ndarray, params: dict[str, Any] | None = None) -> pd.DataFrame:
         """Images ``(B, C, S, S)`` float32 (preprocessed) → the output DataFrame (module docstring)."""
-        images = torch.from_numpy(np.ascontiguousarray(model_input, dtype=np.float32))
+        images = torch.from_numpy(np.ascontiguousarray(model_input, dtype=np.float32)).to(self.device)
         with torch.no_grad():
             return probability_frame(self.tasks, self.network(images))
