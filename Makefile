@@ -4,6 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PROFILE ?=
+DATA ?=
 DEVICE ?= auto
 GPU_CHECK_OUT ?= reports/gpu_check.json
 # This pipeline runs offline on clusters: no usage telemetry from MLflow, Ray or albumentations.
@@ -22,7 +23,7 @@ $(STAMP): pyproject.toml
 
 run: $(STAMP)
 	test -d .dvc || $(BIN)/dvc init --quiet
-	$(if $(PROFILE),$(BIN)/python -m pipeline apply-profile $(PROFILE))
+	$(if $(PROFILE),$(BIN)/python -m pipeline apply-profile $(PROFILE) $(if $(DATA),--data "$(DATA)"))
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc metrics show
 	$(BIN)/python -m pipeline compare --strict

@@ -104,7 +104,7 @@ def _submit(params, args) -> None:
 
 
 def _apply_profile(params, args) -> None:
-    importlib.import_module("pipeline.profiles").apply(args.profile, args.params)
+    importlib.import_module("pipeline.profiles").apply(args.profile, args.params, args.data)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -203,6 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("apply-profile", _apply_profile, "merge a named profile (e.g. 'paper') into the params file")
     p.add_argument("profile")
+    p.add_argument("--data", help="the dataset (folder, archive or s3:// prefix) the profile reads: data.source")
     submit.set_defaults(commands=tuple(sub.choices))  # what a submitted job may run
     return parser
 
