@@ -42,6 +42,33 @@ def test_unknown_profile_lists_known_ones_and_leaves_params_alone(tmp_path, monk
     shutil.copytree(ROOT / "profiles", tmp_path / "profiles")
     (tmp_path / "params.yaml").write_text("seed: 1\n")
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(ConfigError, match=r"known profiles: \['paper', 'wound'\]"):
+    with pytest.raises(ConfigError, match=r"known profiles: \['busi', 'dfutissue', 'fuseg', 'paper', 'wound'\]"):
         apply("papr", Path("params.yaml"))
     assert (tmp_path / "params.yaml").read_text() == "seed: 1\n"
+
+
+@pytest.mark.parametrize("profile", ["busi", "dfutissue", "fuseg"])
+def test_a_real_data_profile_needs_the_dataset_and_leaves_params_untouched_without_it(project, profile):
+    before = Path("params.yaml").read_text()
+    with pytest.raises(ConfigError, match=rf"profile '{profile}' reads a real dataset: .*DATA="):
+        apply(profile, Path("params.yaml"))
+    assert Path("params.yaml").read_text() == before
+
+
+def test_one_command_points_a_real_data_profile_at_its_dataset(project):
+    apply("busi", Path("params.yaml"), data="/datasets/Dataset_BUSI_with_GT")
+    p = load_params(Path("params.yaml"))
+    assert (p.data.source, p.data.layout, p.data.classes) == ("/datasets/Dataset_BUSI_with_GT", "busi",
+                                                              ("benign", "malignant"))
+
+
+def test_wound_dataset_profiles_set_every_key_their_tasks_need(project):
+    apply("fuseg", Path("params.yaml"), data="/datasets/fuseg")
+    p = load_params(Path("params.yaml"))
+    assert [t.name for t in p.tasks] == ["wound"]  # FUSeg has no tissue labels
+    assert p.tune.selection.metric == "wound.dice" and p.registry.primary == ("wound.dice",)
+    assert dict(p.registry.floors) == {"wound.dice": 0.5}
+    apply("dfutissue", Path("params.yaml"), data="/datasets/DFUTissue/Labeled")
+    p = load_params(Path("params.yaml"))
+    assert [t.name for t in p.data.tissues] == ["slough", "granulation", "callus"]  # DFUTissue has no necrosis
+    assert [t.name for t in p.tasks] == ["wound", "tissue"] and p.data.layout == "dfutissue"
