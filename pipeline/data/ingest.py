@@ -4,7 +4,9 @@
 folder, archive or S3 prefix (:mod:`pipeline.data.sources`) in the layout ``data.layout``: ``busi``
 (:mod:`pipeline.data.busi`), ``dfutissue`` or ``fuseg`` (:mod:`pipeline.data.wound_layouts`). Every
 image and mask is decoded and size-checked (tissue index masks value-checked against ``data.tissues``)
-before the output replaces the previous one, so a failure leaves ``out_dir`` as it was.
+before the output replaces the previous one, so a failure leaves ``out_dir`` as it was. A missing
+source, or a folder of another layout, fails naming the path and the layout ``data.layout`` expects.
+The ``data.tissues`` that occur in no tissue mask of the dataset are printed and recorded in the manifest.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
 from pipeline import atomic
@@ -33,6 +36,10 @@ SCANNERS: dict[str, Callable[[Path, Params], list[SourceImage]]] = {
     "dfutissue": lambda folder, params: wound_layouts.scan_dfutissue(folder),
     "fuseg": lambda folder, params: wound_layouts.scan_fuseg(folder),
 }
+EXPECTED = {
+    "busi": busi.EXPECTED, "dfutissue": wound_layouts.DFUTISSUE_EXPECTED, "fuseg": wound_layouts.FUSEG_EXPECTED
+}
+"""Each layout in one line, for the error when ``data.source`` does not hold it."""
 
 
 def _generate(params: Params, folder: Path) -> None:
@@ -56,16 +63,21 @@ def _dataset_folder(params: Params) -> Iterator[Path]:
             _generate(params, Path(tmp))
             yield Path(tmp)
     else:
-        with sources.local_folder(params.data.source) as folder:
+        with sources.local_folder(params.data.source, EXPECTED[params.data.layout]) as folder:
             yield folder
 
 
-def _check(image: SourceImage, params: Params) -> None:
-    """Decode and size-check the files; a DFUTissue annotation must be an index PNG of ``data.tissues``."""
+def _check(image: SourceImage, params: Params) -> set[int]:
+    """Decode and size-check the files; a DFUTissue annotation must be an index PNG of ``data.tissues``.
+
+    Returns the index values of the tissue mask (``0`` background, ``k`` tissue ``k - 1``); empty for the
+    layouts without one.
+    """
     check(image)
-    if params.data.layout == "dfutissue":
-        names = wound_layouts.tissue_names([t.name for t in params.data.tissues])
-        read_index_mask(image.masks[0], len(names), names)
+    if params.data.layout != "dfutissue":
+        return set()
+    names = wound_layouts.tissue_names([t.name for t in params.data.tissues])
+    return set(np.unique(read_index_mask(image.masks[0], len(names), names)).tolist())
 
 
 def _copy(image: SourceImage, out_dir: Path) -> Record:
@@ -85,16 +97,17 @@ def _copy(image: SourceImage, out_dir: Path) -> Record:
 
 def run(params: Params, out_dir: Path) -> None:
     """Build ``out_dir``: ``files/<class>/<id>.png``, ``<id>_mask.png`` (``_mask_1.png`` … for
-    extra masks, OR-ed downstream) and ``manifest.json`` with paths relative to ``out_dir`` and the
-    groups of images with identical pixels (printed too, conflicting labels flagged).
+    extra masks, OR-ed downstream) and ``manifest.json`` with paths relative to ``out_dir``, the
+    groups of images with identical pixels (printed too, conflicting labels flagged) and the
+    ``data.tissues`` found in no mask (printed too).
 
     Raises DataError naming the file, folder, archive entry or S3 URI at fault; ``out_dir`` is
     then left unchanged.
     """
     with _dataset_folder(params) as folder, atomic.atomic_dir(Path(out_dir)) as tmp:
-        records, digests = [], {}
+        records, digests, tissue_values = [], {}, set()
         for image in tqdm(SCANNERS[params.data.layout](folder, params), desc="ingest", unit="image"):
-            _check(image, params)
+            tissue_values |= _check(image, params)
             record = _copy(image, tmp)
             records.append(record)
             digests[record.id] = duplicates.pixel_digest(tmp / record.image)
@@ -103,7 +116,19 @@ def run(params: Params, out_dir: Path) -> None:
             labels = {r.id: r.label for r in records}
             print(f"ingest: {len(groups)} groups of images with identical pixels (split keeps each group "
                   f"in one split and fold):", *duplicates.describe(groups, labels), sep="\n  ", file=sys.stderr)
-        write_manifest(
-            tmp, Manifest(params.data.source, params.data.layout, params.record_classes, tuple(records), groups)
-        )
+        absent = _absent_tissues(params, tissue_values)
+        if absent:
+            print(f"ingest: data.tissues {list(absent)} occur in no tissue mask of the {len(records)} images; "
+                  "their Dice/IoU will show as absent (give data.tissues the dataset's own classes)", file=sys.stderr)
+        write_manifest(tmp, Manifest(
+            params.data.source, params.data.layout, params.record_classes, tuple(records), groups, absent
+        ))
+
+
+def _absent_tissues(params: Params, values: set[int]) -> tuple[str, ...]:
+    """The ``data.tissues`` (in their order) whose index (position + 1) is not among the tissue mask ``values``
+    seen; none for a layout without tissue masks."""
+    if params.data.layout != "dfutissue":
+        return ()
+    return tuple(t.name for k, t in enumerate(params.data.tissues, start=1) if k not in values)
 

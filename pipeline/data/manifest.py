@@ -5,12 +5,13 @@
     {"source": str, "layout": str, "classes": [str, ...],
      "records": [{"id": str, "label": str, "image": str, "masks": [str, ...], "sha256": str,
                   "subset": "test" | null}, ...],
-     "duplicates": [[id, id, ...], ...]}
+     "duplicates": [[id, id, ...], ...], "absent_tissues": [str, ...]}
 
 ``image`` and ``masks`` are paths relative to the manifest's folder; ``sha256`` is the checksum of
 the source image file's bytes; ``subset`` is ``"test"`` for an image the dataset publishes as a test image.
 Records are sorted by ``id``. ``duplicates`` lists the groups of
-records whose images have identical pixels (absent: none known).
+records whose images have identical pixels (absent: none known). ``absent_tissues`` lists the configured
+``data.tissues`` that occur in no tissue mask of the dataset (absent or empty: none known).
 """
 
 from __future__ import annotations
@@ -42,13 +43,15 @@ class Record:
 
 @dataclass(frozen=True)
 class Manifest:
-    """``duplicates``: groups of record ids whose images have the same pixels (:mod:`pipeline.data.duplicates`)."""
+    """``duplicates``: groups of record ids whose images have the same pixels (:mod:`pipeline.data.duplicates`);
+    ``absent_tissues``: configured tissue classes that no mask of the dataset contains."""
 
     source: str
     layout: str
     classes: tuple[str, ...]
     records: tuple[Record, ...]
     duplicates: tuple[tuple[str, ...], ...] = ()
+    absent_tissues: tuple[str, ...] = ()
 
     def labels(self) -> list[str]:
         return [r.label for r in self.records]
@@ -71,7 +74,8 @@ def read_manifest(folder: Path) -> Manifest:
             for r in body["records"]
         )
         duplicates = tuple(tuple(group) for group in body.get("duplicates", []))
-        return Manifest(body["source"], body["layout"], tuple(body["classes"]), records, duplicates)
+        absent = tuple(body.get("absent_tissues", []))
+        return Manifest(body["source"], body["layout"], tuple(body["classes"]), records, duplicates, absent)
     except FileNotFoundError:
         raise DataError(f"{path}: manifest not found (run the ingest stage first)") from None
     except (json.JSONDecodeError, KeyError, TypeError) as exc:

@@ -28,10 +28,11 @@ class SourceImage:
     subset: str | None = None
 
 
-def shallowest(folder: Path, matches: Callable[[Path], bool], what: str) -> Path:
+def shallowest(folder: Path, matches: Callable[[Path], bool], what: str, expected: str) -> Path:
     """The shallowest folder at or below ``folder`` for which ``matches(folder)`` holds.
 
-    Hidden and ``__MACOSX`` folders are skipped. Raises DataError naming ``what`` was looked for.
+    Hidden and ``__MACOSX`` folders are skipped. Raises DataError naming ``folder``, ``what`` was looked for
+    and the ``expected`` layout (one line, e.g. "data.layout 'fuseg' expects …").
     """
     level = [Path(folder)]
     while level:
@@ -44,7 +45,7 @@ def shallowest(folder: Path, matches: Callable[[Path], bool], what: str) -> Path
             for child in parent.iterdir()
             if child.is_dir() and not child.name.startswith(".") and child.name not in SKIPPED_DIRS
         )
-    raise DataError(f"{folder}: no {what} found at any depth")
+    raise DataError(f"{folder}: no {what} found at any depth ({expected})")
 
 
 def check(image: SourceImage) -> None:

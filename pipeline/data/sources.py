@@ -26,15 +26,16 @@ _ARCHIVE_SUFFIXES = (".zip", ".tar.gz", ".tgz")
 
 
 @contextlib.contextmanager
-def local_folder(source: str) -> Iterator[Path]:
+def local_folder(source: str, expected: str) -> Iterator[Path]:
     """Yield a local folder holding the contents of ``source``; temporary copies are removed after.
 
     A local folder is yielded as it is; an archive is extracted and an S3 prefix downloaded into a
-    temporary folder.
+    temporary folder. ``expected`` (one line: the layout the folder should have) ends the error when
+    ``source`` does not exist, is neither a folder nor an archive, or is an empty S3 prefix.
     """
     if source.startswith("s3://"):
         with tempfile.TemporaryDirectory(prefix="mtl-s3-") as tmp:
-            _download_s3(source, Path(tmp))
+            _download_s3(source, Path(tmp), expected)
             yield Path(tmp)
         return
     path = Path(source)
@@ -45,9 +46,9 @@ def local_folder(source: str) -> Iterator[Path]:
             _extract(path, Path(tmp))
             yield Path(tmp)
     elif path.exists():
-        raise DataError(f"data.source: {source}: not a folder or a {'/'.join(_ARCHIVE_SUFFIXES)} archive")
+        raise DataError(f"data.source: {source}: not a folder or a {'/'.join(_ARCHIVE_SUFFIXES)} archive ({expected})")
     else:
-        raise DataError(f"data.source: {source}: no such folder or archive")
+        raise DataError(f"data.source: {source}: no such folder or archive ({expected})")
 
 
 def _check_name(where: object, name: str) -> None:
@@ -89,8 +90,9 @@ def _extract_tar(archive: Path, dest: Path) -> None:
         tf.extractall(dest, members=members, filter="data")
 
 
-def _download_s3(uri: str, dest: Path) -> None:
-    """Download every object under ``s3://bucket/prefix`` into ``dest``, keeping relative keys."""
+def _download_s3(uri: str, dest: Path, expected: str) -> None:
+    """Download every object under ``s3://bucket/prefix`` into ``dest``, keeping relative keys; ``expected``
+    ends the error for an empty prefix."""
     bucket, _, prefix = uri.removeprefix("s3://").partition("/")
     if not bucket:
         raise DataError(f"data.source: {uri}: expected s3://bucket/prefix")
@@ -112,4 +114,4 @@ def _download_s3(uri: str, dest: Path) -> None:
     except (BotoCoreError, ClientError) as exc:
         raise DataError(f"{uri}: cannot read from S3 ({exc})") from None
     if count == 0:
-        raise DataError(f"{uri}: no objects under this prefix")
+        raise DataError(f"{uri}: no objects under this prefix ({expected})")

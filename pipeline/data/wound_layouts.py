@@ -26,14 +26,21 @@ from pipeline.errors import DataError
 _NUMBERED = re.compile(r"^(?P<n>\d+)\.png$", re.IGNORECASE)
 DFUTISSUE_SUBSETS = {"TrainVal": None, "Test": "test"}
 FUSEG_SUBSETS = {"train": None, "validation": "test"}
+DFUTISSUE_EXPECTED = (
+    "data.layout 'dfutissue' expects Labeled/{Original,Padded}/{Images,Annotations}/{TrainVal,Test}/NNNN.png"
+)
+FUSEG_EXPECTED = "data.layout 'fuseg' expects {train,validation}/{images,labels}/NNNN.png"
+"""Each layout in one line, for error messages."""
 
 
 def scan_dfutissue(folder: Path) -> list[SourceImage]:
     """The images of a DFUTissue-layout ``folder`` (or a folder containing ``Labeled``), sorted by id."""
-    labeled = shallowest(folder, lambda f: f.name == "Labeled" and f.is_dir(), "DFUTissue 'Labeled' folder")
+    labeled = shallowest(
+        folder, lambda f: f.name == "Labeled" and f.is_dir(), "DFUTissue 'Labeled' folder", DFUTISSUE_EXPECTED
+    )
     variant = next((labeled / v for v in ("Original", "Padded") if (labeled / v).is_dir()), None)
     if variant is None:
-        raise DataError(f"{labeled}: neither 'Original' nor 'Padded' folder (DFUTissue layout)")
+        raise DataError(f"{labeled}: neither 'Original' nor 'Padded' folder ({DFUTISSUE_EXPECTED})")
     if variant.name == "Padded":
         print(f"ingest: {labeled}: no 'Original' folder, reading 'Padded'", file=sys.stderr)
     return _scan_pairs(variant, "Images", "Annotations", DFUTISSUE_SUBSETS)
@@ -41,7 +48,9 @@ def scan_dfutissue(folder: Path) -> list[SourceImage]:
 
 def scan_fuseg(folder: Path) -> list[SourceImage]:
     """The labelled images of a FUSeg-layout ``folder`` (or a folder containing ``train/``), sorted by id."""
-    root = shallowest(folder, lambda f: (f / "train" / "images").is_dir(), "FUSeg 'train/images' folder")
+    root = shallowest(
+        folder, lambda f: (f / "train" / "images").is_dir(), "FUSeg 'train/images' folder", FUSEG_EXPECTED
+    )
     return _scan_pairs(root, "images", "labels", FUSEG_SUBSETS, nested=True)
 
 

@@ -18,6 +18,14 @@ predicted lesion pixel scores 0. Such a class is left out of a mean over classes
 where every foreground class is absent from both scores 1. Recall and precision with a zero
 denominator are 0, as scikit-learn's ``zero_division=0`` (used for classification too). The only
 metric that can be ``nan`` is the pixel ``auc``, for a set without lesion or without background pixels.
+
+Classes absent from the set: a multi-class segmentation class that occurs in no ground-truth pixel of
+the set (e.g. a configured tissue the dataset does not have) has no ``dice_<class>``/``iou_<class>``
+(the keys are left out: a Dice of such a class says nothing about the model); ``fp_pixels_<class>``
+gives the pixels predicted as it instead (all false positives). It is left out of every mean over
+classes (``dice``, ``iou``, ``dice_global``, ``iou_global``) of the set and of each of its images, so a
+stray prediction of it neither lowers nor lifts them. Only when no foreground class occurs in the
+set's ground truth are all of them averaged, by the empty-mask rule above (as for a lesion-free set).
 """
 
 from __future__ import annotations
@@ -58,11 +66,11 @@ class TaskMetrics:
 
     ``multiclass_segmentation`` — logits ``(B, C, H, W)``, index mask ``(B, H, W)`` in [0, C);
     prediction is the arg-max class; class 0 is background. Metrics: ``accuracy`` (pixel),
-    ``dice_<class>`` and ``iou_<class>`` for every class from the summed counts (1 for a class
-    absent from both ground truth and prediction over the whole set), ``dice_global`` and
-    ``iou_global`` (their mean over the foreground classes present in ground truth or prediction),
-    ``dice`` and ``iou`` (mean over images of each image's mean over the foreground classes present
-    in its ground truth or prediction).
+    ``dice_<class>`` and ``iou_<class>`` from the summed counts for every class present in the set's
+    ground truth, ``fp_pixels_<class>`` (predicted pixels) for every class absent from it,
+    ``dice_global`` and ``iou_global`` (the mean of ``dice_<class>``/``iou_<class>`` over the foreground
+    classes), ``dice`` and ``iou`` (mean over images of each image's mean over those foreground classes
+    that are present in its ground truth or prediction); see the module docstring for absent classes.
 
     ``classification`` — logits ``(B, C)``, class index ``(B,)``; prediction is the arg-max class.
     Metrics (scikit-learn, over the classes that occur in labels or predictions, 0 where a class has
@@ -92,19 +100,18 @@ class TaskMetrics:
             truth = target.unsqueeze(1).bool().to(torch.uint8)
             prediction = (logits > 0).to(torch.uint8)
             self._add_to_auc_histogram(logits, truth)
-            foreground = slice(0, 1)
         else:
             classes = self.task.out_channels
             truth = one_hot(target.unsqueeze(1).long(), classes, dtype=torch.uint8)
             prediction = one_hot(logits.argmax(dim=1, keepdim=True), classes, dtype=torch.uint8)
-            foreground = slice(1, None)
         per_image = get_confusion_matrix(prediction, truth)  # (B, C, 4): tp, fp, tn, fn per image
         counts = per_image.long().sum(dim=0)
         self._counts = counts if self._counts is None else self._counts + counts
-        image_counts = per_image[:, foreground]
-        dice = _mean_over_present(image_counts, "f1 score")
-        iou = _mean_over_present(image_counts, "threat score")
-        self._image_scores.append(torch.stack([dice, iou], dim=1))
+        image_counts = per_image[:, self._foreground]
+        # (B, 2, K) Dice and IoU per image and foreground class, nan where absent from truth and prediction;
+        # averaged over classes only once the set's truth says which classes to score (_image_means)
+        scores = [compute_confusion_matrix_metric(name, image_counts) for name in ("f1 score", "threat score")]
+        self._image_scores.append(torch.stack(scores, dim=1))
 
     def state(self) -> dict[str, Any]:
         """The running state of the pass so far, on the CPU, to send to other ranks (see :meth:`merged`)."""
@@ -137,22 +144,25 @@ class TaskMetrics:
             return self._compute_classification()
         self._require_updates(self._counts is not None)
         counts = self._counts.cpu().double()  # (C, 4)
-        image_scores = torch.cat(self._image_scores).cpu().double().mean(dim=0)
+        image_scores = self._image_means().double().mean(dim=0)
         metrics = {"dice": float(image_scores[0]), "iou": float(image_scores[1])}
         if self.task.kind == "binary_segmentation":
             metrics["accuracy"] = float(compute_confusion_matrix_metric("accuracy", counts)[0])
             for name in ("recall", "precision"):
                 metrics[name] = float(compute_confusion_matrix_metric(name, counts)[0].nan_to_num(nan=0.0))
             metrics["auc"] = _histogram_auc(self._auc_hist.view(2, AUC_BINS).cpu().numpy())
-            foreground = counts
         else:
             metrics["accuracy"] = float(counts[:, 0].sum() / counts[0].sum())
-            dice = compute_confusion_matrix_metric("f1 score", counts).nan_to_num(nan=1.0)
-            iou = compute_confusion_matrix_metric("threat score", counts).nan_to_num(nan=1.0)
-            for name, d, j in zip(self.task.class_names, dice, iou, strict=True):
-                metrics[f"dice_{name}"] = float(d)
-                metrics[f"iou_{name}"] = float(j)
-            foreground = counts[1:]
+            dice = compute_confusion_matrix_metric("f1 score", counts)
+            iou = compute_confusion_matrix_metric("threat score", counts)
+            present = _in_truth(counts)
+            for k, name in enumerate(self.task.class_names):
+                if present[k]:
+                    metrics |= {f"dice_{name}": float(dice[k]), f"iou_{name}": float(iou[k])}
+                else:
+                    metrics[f"fp_pixels_{name}"] = float(counts[k, 1])
+        foreground = counts[self._foreground]
+        foreground = foreground[_scored(foreground)]
         metrics["dice_global"] = float(_mean_over_present(foreground, "f1 score"))
         metrics["iou_global"] = float(_mean_over_present(foreground, "threat score"))
         return metrics
@@ -167,8 +177,20 @@ class TaskMetrics:
             predictions, labels = self._gathered_labels()
             return {"correct": predictions == labels}
         self._require_updates(bool(self._image_scores))
-        scores = torch.cat(self._image_scores).cpu().numpy()
+        scores = self._image_means().numpy()
         return {"dice": scores[:, 0], "iou": scores[:, 1]}
+
+    @property
+    def _foreground(self) -> slice:
+        """The rows of the confusion counts that are foreground classes (binary: the one class; else all but 0)."""
+        return slice(0, 1) if self.task.kind == "binary_segmentation" else slice(1, None)
+
+    def _image_means(self) -> torch.Tensor:
+        """``(N, 2)`` each image's Dice and IoU: the mean over the scored foreground classes (:func:`_scored`)
+        present in its truth or prediction, 1 where there is none."""
+        scores = torch.cat(self._image_scores).cpu()  # (N, 2, K)
+        scored = _scored(self._counts.cpu()[self._foreground])
+        return scores[..., scored].nanmean(dim=-1).nan_to_num(nan=1.0)
 
     def _compute_classification(self) -> dict[str, float]:
         predictions, labels = self._gathered_labels()
@@ -214,6 +236,18 @@ class TaskMetrics:
     def _require_updates(self, fed: bool) -> None:
         if not fed:
             raise ValueError(f"task {self.task.name!r}: no batch passed to update() before computing metrics")
+
+
+def _in_truth(counts: torch.Tensor) -> torch.Tensor:
+    """``(K,)`` bool: the classes of the set's summed ``counts`` ``(K, 4)`` in its ground truth (tp + fn > 0)."""
+    return (counts[:, 0] + counts[:, 3]) > 0
+
+
+def _scored(foreground: torch.Tensor) -> torch.Tensor:
+    """``(K,)`` bool: the foreground classes (summed counts ``(K, 4)``) that means over classes include: those in
+    the set's ground truth, or all of them where none is (then the empty-mask rule decides)."""
+    present = _in_truth(foreground)
+    return present if present.any() else torch.ones_like(present)
 
 
 def _mean_over_present(counts: torch.Tensor, metric_name: str) -> torch.Tensor:

@@ -4,8 +4,8 @@ can read on their own, logged to MLflow.
 Reads (under ``<reports>``) the evaluate stage's ``evaluation/summary.json``,
 ``evaluation/statistics.json`` and ``evaluation/examples.npz``; each evaluated balancer's
 ``<metrics>/<balancer>/history.csv``; the data manifests under ``<data>`` (data version, as the
-MLflow lineage tags) and, when the tuning sweep has written them, ``<reports>/tune.json`` and
-``<reports>/tune_sensitivity.png``.
+MLflow lineage tags; the split's duplicate groups; the ingest manifest's tissues that no mask has) and,
+when the tuning sweep has written them, ``<reports>/tune.json`` and ``<reports>/tune_sensitivity.png``.
 
 Writes ``<reports>/figures/*.png`` (replaced as a whole), ``<reports>/report.md`` (linking
 ``figures/``) and ``<reports>/report.html`` (the same content, figures embedded as base64 PNG), and
@@ -18,6 +18,7 @@ over folds at each epoch (over the folds still training at that epoch).
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from pipeline import paths
 from pipeline.atomic import atomic_dir, atomic_write_bytes, atomic_write_text
 from pipeline.config import Params
 from pipeline.data.folds import SPLIT_DIR
+from pipeline.data.manifest import read_manifest
 from pipeline.data.split import read_split
 from pipeline.errors import DataError
 from pipeline.evaluate import sections
@@ -38,6 +40,7 @@ from pipeline.evaluate.history import convergence_epochs, mean_over_folds, read_
 from pipeline.tracking import lineage_tags, stage_run
 
 EVALUATION_DIR = paths.EVALUATION.relative_to(paths.REPORTS)
+INGESTED_DIR = paths.INGESTED.relative_to(paths.DATA)
 TITLE = "Multi-task balancing: evaluation report"
 SECTIONS = (
     "Provenance",
@@ -67,6 +70,7 @@ def run(params: Params, data: Path, metrics_dir: Path, reports: Path) -> Path:
         blocks = report_blocks(
             lineage_tags(params, data), summary, statistics, histories, examples, read_tune(reports / TUNE_JSON),
             _read_optional(reports / TUNE_FIGURE), read_split(Path(data) / SPLIT_DIR).get("duplicates", []),
+            read_manifest(Path(data) / INGESTED_DIR).absent_tissues,
         )
         figures = [b for b in blocks if isinstance(b, Image) and b.path.startswith(f"{FIGURES_DIR}/")]
         with atomic_dir(reports / FIGURES_DIR) as out:
@@ -89,22 +93,23 @@ def report_blocks(
     tune: dict[str, Any] | None,
     tune_png: bytes | None,
     duplicates: list[list[str]],
+    absent_tissues: Sequence[str],
 ) -> list[Block]:
     """The whole report, section by section (:data:`SECTIONS`); figures are rendered here. ``histories``: each
     balancer's ``history.csv`` records (every fold); ``duplicates``: the split's groups of images with identical
-    pixels."""
+    pixels; ``absent_tissues``: the configured tissues that no mask of the dataset has."""
     tasks = {t["name"]: t["kind"] for t in summary["tasks"]}
     provenance, table_ii, table_iii, paired, weights, losses, converged, predictions, sweep = SECTIONS
     epochs = {b: convergence_epochs(records, list(tasks)) for b, records in histories.items()}
     histories = {b: mean_over_folds(records) for b, records in histories.items()}
     blocks: list[Block] = [
-        Heading(TITLE, 1), Heading(provenance), *sections.provenance(lineage, summary, duplicates)
+        Heading(TITLE, 1), Heading(provenance), *sections.provenance(lineage, summary, duplicates, absent_tissues)
     ]
     blocks.append(Heading(table_ii))
     for task, kind in tasks.items():
         blocks += [Heading(f"{task} ({kind})", 3), sections.table_ii(summary, task, kind)]
         if kind == "multiclass_segmentation":
-            blocks += [Paragraph(f"{task}: each class"), sections.per_class_table(summary, task)]
+            blocks += [Paragraph(f"{task}: each class"), *sections.per_class(summary, task)]
     blocks += [Heading(table_iii), sections.table_iii(summary)]
     blocks += [Heading(paired), *sections.comparisons(statistics, summary)]
     blocks.append(Heading(weights))

@@ -3,7 +3,8 @@
 ``summary`` is ``reports/evaluation/summary.json`` and ``statistics`` is
 ``reports/evaluation/statistics.json`` (formats in :mod:`pipeline.evaluate.stage`); tables show
 ``mean ± std`` over folds and mark the best mean of every column in bold (ties, at the digits shown,
-all bold).
+all bold). A figure the summary does not have (the Dice of a class absent from the test ground truth,
+see :mod:`pipeline.evaluate.metrics`) shows as :data:`ABSENT`.
 """
 
 from __future__ import annotations
@@ -20,12 +21,17 @@ TABLE_III_DIGITS = {
     "parameters": 0, "peak_memory_mib": 1, "step_time_max_ms": 1, "step_time_median_ms": 1, "epoch_time_max_s": 2
 }
 TUNE_KEYS = ("gamma", "t0", "window")
+ABSENT = "—"
 
 
 def provenance(
-    lineage: Mapping[str, str], summary: Mapping[str, Any], duplicates: Sequence[Sequence[str]] = ()
+    lineage: Mapping[str, str],
+    summary: Mapping[str, Any],
+    duplicates: Sequence[Sequence[str]] = (),
+    absent_tissues: Sequence[str] = (),
 ) -> list[Block]:
-    """Data version, code commit, params hash, what was evaluated, and the duplicate-image groups."""
+    """Data version, code commit, params hash, what was evaluated, the duplicate-image groups and the configured
+    tissues that no mask of the dataset has (the ingest manifest's ``absent_tissues``)."""
     dirty = {"true": " with uncommitted changes", "false": ""}.get(lineage["git_dirty"], " (working tree unknown)")
     return [
         Paragraph(
@@ -43,6 +49,10 @@ def provenance(
             if duplicates
             else "No two images have identical pixels."
         ),
+        *([Paragraph(
+            "Configured tissue classes (`data.tissues`) that occur in no mask of the dataset: "
+            + ", ".join(f"`{t}`" for t in absent_tissues) + f"; they show as {ABSENT} in the per-class tables."
+        )] if absent_tissues else []),
     ]
 
 
@@ -52,13 +62,26 @@ def table_ii(summary: Mapping[str, Any], task: str, kind: str) -> Table:
     return _fold_table(summary, task, names, names, [TABLE_II_DIGITS] * len(names), higher_is_better=True)
 
 
-def per_class_table(summary: Mapping[str, Any], task: str) -> Table:
+def per_class(summary: Mapping[str, Any], task: str) -> list[Block]:
     """A multi-class segmentation task's test Dice and IoU of each foreground class (pixels summed over the
-    test set), a row per balancer."""
+    test set), a row per balancer; a class absent from the test ground truth shows as :data:`ABSENT`, with a
+    note giving the pixels each balancer predicted as it (all false positives, mean over folds)."""
     classes = next(t["classes"] for t in summary["tasks"] if t["name"] == task)[1:]  # after the background
     names = tuple(f"{metric}_{c}" for c in classes for metric in ("dice", "iou"))
     titles = tuple(f"{metric} {c}" for c in classes for metric in ("Dice", "IoU"))
-    return _fold_table(summary, task, names, titles, [TABLE_II_DIGITS] * len(names), higher_is_better=True)
+    table = _fold_table(summary, task, names, titles, [TABLE_II_DIGITS] * len(names), higher_is_better=True)
+    results = summary["results"]
+    absent = [c for c in classes if f"dice_{c}" not in results[summary["balancers"][0]][task]]
+    notes = [
+        Paragraph(
+            f"{ABSENT} `{c}` occurs in no test image's ground truth: it has no Dice or IoU and is left out of "
+            f"{task}'s means over classes. Pixels predicted as `{c}` (false positives, mean over folds): "
+            + ", ".join(f"{b} {_pixels(results[b][task][f'fp_pixels_{c}']['mean'])}" for b in summary["balancers"])
+            + "."
+        )
+        for c in absent
+    ]
+    return [table, *notes]
 
 
 def convergence(epochs: Mapping[str, Mapping[int, Mapping[str, int]]], tasks: Sequence[str]) -> list[Block]:
@@ -156,12 +179,14 @@ def _fold_table(
     higher_is_better: bool,
 ) -> Table:
     balancers = summary["balancers"]
-    values = [[summary["results"][b][group][n] for n in names] for b in balancers]
+    values = [[summary["results"][b][group].get(n) for n in names] for b in balancers]
     columns = []
     for j, d in enumerate(digits):
-        means = [round(row[j]["mean"], d) for row in values]
+        means = [math.nan if row[j] is None else round(row[j]["mean"], d) for row in values]
         best = _best(means, higher_is_better)
-        columns.append([Cell(_mean_std(row[j], d), bold=i in best) for i, row in enumerate(values)])
+        columns.append([
+            Cell(ABSENT if row[j] is None else _mean_std(row[j], d), bold=i in best) for i, row in enumerate(values)
+        ])
     rows = tuple((Cell(b), *(column[i] for column in columns)) for i, b in enumerate(balancers))
     return Table(("balancer", *titles), rows)
 
@@ -180,6 +205,11 @@ def _mean_std(value: Mapping[str, float], digits: int) -> str:
     if math.isnan(mean):
         return "n/a"
     return f"{mean:.{digits}f}" if math.isnan(std) else f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def _pixels(count: float) -> str:
+    """A pixel count (a mean over folds: whole, or to one decimal), with thousands separators."""
+    return f"{count:,.0f}" if float(count).is_integer() else f"{count:,.1f}"
 
 
 def _effect(result: Mapping[str, Any], balancer: str, reference: str) -> str:

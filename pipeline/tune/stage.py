@@ -137,10 +137,12 @@ def check_concurrency(params: Params, cluster_cpus: float) -> None:
 
 
 def _metric_names(task) -> list[str]:
-    """The metric names :class:`TaskMetrics` reports for ``task`` (computed on a dummy batch)."""
+    """The metric names :class:`TaskMetrics` reports for ``task`` (computed on a dummy batch in whose truth every
+    class occurs: a class absent from the truth has no ``dice_<class>``)."""
     metrics = TaskMetrics(task)
     if task.is_segmentation:
-        metrics.update(torch.zeros(1, task.out_channels, 4, 4), torch.zeros(1, 4, 4, dtype=torch.long))
+        every_class = torch.arange(16).remainder(task.out_channels).view(1, 4, 4)  # binary: all 0, as before
+        metrics.update(torch.zeros(1, task.out_channels, 4, 4), every_class)
     else:
         metrics.update(torch.zeros(1, task.out_channels), torch.zeros(1, dtype=torch.long))
     return list(metrics.compute())

@@ -7,6 +7,7 @@ import io
 import shutil
 import tarfile
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -59,6 +60,33 @@ def test_dataset_folder_itself_can_be_the_source(busi, tmp_path):
     assert _records(tmp_path / "parent") == _records(tmp_path / "itself")
 
 
+def _redistributed(kaggle: Path, root: Path) -> Path:
+    """A copy of the Kaggle folder ``kaggle`` in the re-distributed layout under ``root``:
+    ``<class>/images/<class> (<n>).png`` and ``<class>/mask/<class> (<n>)_mask[_k].png``."""
+    for path in sorted(kaggle.rglob("*.png")):
+        sub = "mask" if "_mask" in path.stem else "images"
+        target = root / path.parent.relative_to(kaggle) / sub / path.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, target)
+    return root
+
+
+def test_the_redistributed_layout_gives_the_manifest_and_files_of_the_kaggle_folder(busi, tmp_path):
+    source, _ = busi
+    split = _redistributed(source / "Dataset_BUSI_with_GT", tmp_path / "split" / "BUSI")
+    assert (split / "benign" / "images" / "benign (2).png").is_file()
+    assert (split / "benign" / "mask" / "benign (2)_mask_1.png").is_file()
+    classes = ("normal", "benign", "malignant")
+    ingest.run(params_for(source, classes=classes), out_dir=tmp_path / "kaggle")
+    ingest.run(params_for(tmp_path / "split", classes=classes), out_dir=tmp_path / "redistributed")
+
+    kaggle, redistributed = read_manifest(tmp_path / "kaggle"), read_manifest(tmp_path / "redistributed")
+    assert replace(redistributed, source=kaggle.source) == kaggle  # ids, labels, sha256s, paths, duplicates
+    files = {p.relative_to(tmp_path / "kaggle"): p.read_bytes() for p in (tmp_path / "kaggle").rglob("*.png")}
+    assert {p.relative_to(tmp_path / "redistributed"): p.read_bytes()
+            for p in (tmp_path / "redistributed").rglob("*.png")} == files
+
+
 def test_temporary_folders_are_removed(busi, tmp_path, scratch):
     source, _ = busi
     archive = shutil.make_archive(str(tmp_path / "busi"), "zip", source)
@@ -101,7 +129,16 @@ def _empty_class_folder(base: Path) -> Path:
     return base / "malignant"
 
 
-@pytest.mark.parametrize("damage", [_missing_mask, _mask_size_differs, _corrupt_png, _empty_class_folder])
+def _image_in_both_layouts(base: Path) -> Path:
+    copy = base / "benign" / "images" / "benign (1).png"
+    copy.parent.mkdir()
+    shutil.copyfile(base / "benign" / "benign (1).png", copy)
+    return copy
+
+
+@pytest.mark.parametrize(
+    "damage", [_missing_mask, _mask_size_differs, _corrupt_png, _empty_class_folder, _image_in_both_layouts]
+)
 def test_bad_input_names_the_file_and_keeps_the_previous_output(busi, tmp_path, damage):
     source, _ = busi
     out = tmp_path / "ingested"

@@ -15,6 +15,8 @@ from pipeline.data.sources import local_folder
 from pipeline.errors import DataError
 from tests.data.fixtures_busi import params_for
 
+EXPECTED = "data.layout 'busi' expects …"
+
 pytestmark = pytest.mark.usefixtures("scratch")
 
 
@@ -65,14 +67,14 @@ def test_s3_prefix_ingests_to_the_same_records_as_the_folder(busi, tmp_path, s3)
 def test_s3_missing_bucket_or_empty_prefix_names_the_uri(s3):
     s3.create_bucket(Bucket="empty")
     for uri in ("s3://no-such-bucket/busi", "s3://empty/busi"):
-        with pytest.raises(DataError, match=f"^{uri}: "), local_folder(uri):
+        with pytest.raises(DataError, match=f"^{uri}: "), local_folder(uri, EXPECTED):
             pass
 
 
 def test_s3_key_escaping_the_download_folder_is_rejected(tmp_path, s3):
     s3.create_bucket(Bucket="scans")
     s3.put_object(Bucket="scans", Key="busi/../../escaped.png", Body=b"x")
-    with pytest.raises(DataError, match=r"busi/\.\./\.\./escaped\.png"), local_folder("s3://scans/busi"):
+    with pytest.raises(DataError, match=r"busi/\.\./\.\./escaped\.png"), local_folder("s3://scans/busi", EXPECTED):
         pass
     assert not list(tmp_path.rglob("escaped*"))
 
@@ -82,12 +84,12 @@ def test_unusable_local_source_is_a_data_error(tmp_path):
     text.write_text("not a dataset")
     cases = ((tmp_path / "nothing", "no such folder or archive"), (text, "not a folder or a"))
     for source, expected in cases:
-        with pytest.raises(DataError, match=f"data.source: {source}: {expected}"), local_folder(str(source)):
+        with pytest.raises(DataError, match=f"data.source: {source}: {expected}"), local_folder(str(source), EXPECTED):
             pass
 
 
 def test_corrupt_archive_is_a_data_error(tmp_path):
     archive = tmp_path / "busi.zip"
     archive.write_bytes(b"PK\x03\x04 truncated")
-    with pytest.raises(DataError, match=f"{archive}: unreadable archive"), local_folder(str(archive)):
+    with pytest.raises(DataError, match=f"{archive}: unreadable archive"), local_folder(str(archive), EXPECTED):
         pass

@@ -1,6 +1,7 @@
 """The wound datasets: DFUTissue and FUSeg folders (written by the tests) become the same arrays the breast
 workload trains on, plus the tissue index masks; the wound region comes from the tissue labels; the published
-test subset stays the test split; duplicates never leak; bad masks fail with errors naming the file."""
+test subset stays the test split; duplicates never leak; configured tissues that no mask has are named; bad
+masks, a missing source or a folder of the other dataset fail with errors naming the file or folder."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from pipeline.data.folds import load_fold, load_test
 from pipeline.data.manifest import read_manifest
 from pipeline.data.split import read_split
 from pipeline.errors import ConfigError, DataError
-from tests.data.fixtures_busi import save_png
+from tests.data.fixtures_busi import make_busi_folder, params_for, save_png
 
 pytestmark = pytest.mark.usefixtures("scratch")
 SHAPE = (32, 32)  # = data.image_size: the arrays hold the pixels as given
@@ -167,6 +168,51 @@ def test_a_bad_tissue_mask_fails_ingest_naming_the_file_and_keeps_the_previous_o
     assert str(err.value).startswith(f"{bad}: ") and message in str(err.value)
     assert "granulation" in str(err.value)  # the allowed classes are named
     assert (out / "manifest.json").read_bytes() == before
+
+
+def test_a_configured_tissue_that_no_mask_has_is_named_at_ingest(tmp_path, capsys):
+    source = tmp_path / "source"
+    make_dfutissue(source)  # slough, granulation and callus in every mask
+    ingest.run(wound_params(source), tmp_path / "complete")
+    assert read_manifest(tmp_path / "complete").absent_tissues == ()
+    assert "occur in no tissue mask" not in capsys.readouterr().err
+
+    tissues = [{"name": n, "colour": [10 * i, 20, 30]} for i, n in enumerate([*TISSUES, "necrosis"])]
+    ingest.run(wound_params(source, tissues=tissues), tmp_path / "ingested")
+    assert read_manifest(tmp_path / "ingested").absent_tissues == ("necrosis",)
+    assert "data.tissues ['necrosis'] occur in no tissue mask of the 9 images" in capsys.readouterr().err
+
+
+BAD_SOURCES = {  # (what data.source points at, the layout params read it as)
+    "missing folder as busi": ("nowhere", "busi"),
+    "missing folder as dfutissue": ("nowhere", "dfutissue"),
+    "DFUTissue folder as busi": ("dfutissue", "busi"),
+    "BUSI folder as dfutissue": ("busi", "dfutissue"),
+    "BUSI folder as fuseg": ("busi", "fuseg"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_SOURCES.values(), ids=BAD_SOURCES.keys())
+def test_a_missing_source_or_another_dataset_names_the_path_and_the_layout_and_keeps_the_output(tmp_path, case):
+    pointed, layout = case
+    make_busi_folder(tmp_path / "busi")
+    make_dfutissue(tmp_path / "dfutissue")
+    make_fuseg(tmp_path / "fuseg")
+
+    def params(source: Path):
+        return params_for(source) if layout == "busi" else wound_params(source, layout=layout)
+
+    out = tmp_path / "ingested"
+    ingest.run(params(tmp_path / layout), out)  # the previous run, of the right dataset
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    with pytest.raises(DataError) as err:
+        ingest.run(params(tmp_path / pointed), out)
+
+    message = str(err.value)
+    assert str(tmp_path / pointed) in message and f"data.layout '{layout}' expects" in message
+    assert "\n" not in message
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".ingested")] == []
 
 
 def test_a_tissue_task_needs_a_layout_with_tissue_labels(tmp_path):

@@ -1,5 +1,6 @@
 """Task metrics: hand-computed values, agreement with MONAI / scikit-learn, streaming = one batch."""
 
+import json
 import math
 
 import numpy as np
@@ -127,8 +128,7 @@ def test_multiclass_segmentation_hand_computed():
         "iou_class_1": 1 / 3,
         "dice_class_2": 4 / 5,
         "iou_class_2": 2 / 3,
-        "dice_class_3": 1.0,
-        "iou_class_3": 1.0,
+        "fp_pixels_class_3": 0,  # absent from the truth: no Dice/IoU
         "dice_global": (2 / 4 + 4 / 5) / 2,
         "iou_global": (1 / 3 + 2 / 3) / 2,
         "dice": ((2 / 3 + 4 / 5) / 2 + 0) / 2,
@@ -138,6 +138,29 @@ def test_multiclass_segmentation_hand_computed():
     for name, value in expected.items():
         assert got[name] == pytest.approx(value), name
     np.testing.assert_allclose(m.per_sample()["dice"], [(2 / 3 + 4 / 5) / 2, 0])
+
+
+def test_a_class_absent_from_the_truth_has_no_score_and_stray_predictions_of_it_change_no_mean():
+    truth = torch.zeros(2, 4, 4, dtype=torch.long)
+    truth[0, :2, :2], truth[1, 2:, 2:] = 1, 2  # class_3 occurs in no image
+    found = truth.clone()
+    found[0, 0, 0] = 0  # one missed class_1 pixel
+    stray = found.clone()
+    stray[0, 3, 0] = stray[1, 0, 3] = 3  # plus two background pixels predicted as class_3
+    scores = {}
+    for name, pred in (("found", found), ("stray", stray)):
+        logits = torch.nn.functional.one_hot(pred, 4).permute(0, 3, 1, 2).float() * 5
+        metrics = _metrics(TISSUE, logits, truth)
+        scores[name] = metrics.compute()
+        got = scores[name]
+        assert "dice_class_3" not in got and "iou_class_3" not in got  # absent, never a perfect 1
+        assert got["dice_global"] == pytest.approx((got["dice_class_1"] + got["dice_class_2"]) / 2)
+        assert got["iou_global"] == pytest.approx((got["iou_class_1"] + got["iou_class_2"]) / 2)
+        np.testing.assert_allclose(metrics.per_sample()["dice"], [6 / 7, 1])  # image 0: class_1 alone
+        json.dumps(got, allow_nan=False)  # valid JSON for DVC metrics and MLflow
+    assert (scores["found"]["fp_pixels_class_3"], scores["stray"]["fp_pixels_class_3"]) == (0, 2)
+    means = ("dice", "iou", "dice_global", "iou_global", "dice_class_1", "dice_class_2")
+    assert {m: scores["stray"][m] for m in means} == pytest.approx({m: scores["found"][m] for m in means})
 
 
 def _random_case(task: Task, n: int = 11, size: int = 16):

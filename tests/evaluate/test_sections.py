@@ -103,9 +103,33 @@ def test_a_tissue_task_gets_a_dice_and_iou_column_per_tissue_in_class_order():
     summary = {"balancers": ["equal"], "folds": [0, 1], "test_images": 4, "results": {"equal": over_folds(folds)},
                "tasks": [{"name": "tissue", "kind": "multiclass_segmentation",
                           "classes": ["background", "slough", "granulation"]}]}
-    table = sections.per_class_table(summary, "tissue")
+    (table,) = sections.per_class(summary, "tissue")
     assert table.header == ("balancer", "Dice slough", "IoU slough", "Dice granulation", "IoU granulation")
     assert _column(table, "Dice slough") == [("0.7000 ± 0.1414", True)]
+
+
+def test_a_class_absent_from_the_test_truth_shows_as_absent_with_its_false_positive_pixels():
+    def fold(necrosis_predicted: float) -> dict:  # what TaskMetrics gives when no test pixel is necrosis
+        return {"tissue": {"dice_slough": 0.6, "iou_slough": 0.4, "fp_pixels_necrosis": necrosis_predicted}}
+
+    results = {"equal": over_folds([fold(0), fold(0)]), "stl": over_folds([fold(1200), fold(1300)])}
+    summary = {"balancers": ["equal", "stl"], "folds": [0, 1], "test_images": 4, "results": results,
+               "tasks": [{"name": "tissue", "kind": "multiclass_segmentation",
+                          "classes": ["background", "slough", "necrosis"]}]}
+    table, note = sections.per_class(summary, "tissue")
+    assert _column(table, "Dice necrosis") == _column(table, "IoU necrosis") == [("—", False), ("—", False)]
+    assert _column(table, "Dice slough") == [("0.6000 ± 0.0000", True), ("0.6000 ± 0.0000", True)]
+    assert "`necrosis` occurs in no test image's ground truth" in note.text
+    assert "equal 0, stl 1,250." in note.text
+    markdown = to_markdown([table, note])
+    assert "1.0000" not in markdown and "0.0000 ±" not in markdown  # never a perfect (or a zero) score
+
+
+def test_provenance_names_the_configured_tissues_that_no_mask_has():
+    summary = _summary(dice={"equal": [0.8, 0.6]}, memory={"equal": [1.0, 1.0]})
+    listed = to_markdown(sections.provenance(LINEAGE, summary, [], ["necrosis"]))
+    assert "Configured tissue classes (`data.tissues`) that occur in no mask of the dataset: `necrosis`" in listed
+    assert "data.tissues" not in to_markdown(sections.provenance(LINEAGE, summary, [], []))
 
 
 def test_tasks_converge_together_only_where_they_bottom_out_at_one_epoch_before_the_last():

@@ -14,7 +14,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from pipeline.config import deep_merge, with_overlay
+from pipeline.config import deep_merge, parse_params, with_overlay
 from pipeline.errors import ConfigError
 from pipeline.tune import stage
 from tests.conftest import TINY, tiny_params
@@ -41,6 +41,12 @@ def test_an_empty_grid_or_a_negative_gamma_is_a_config_error():
 def test_min_std_over_a_single_fold_is_a_config_error():
     with pytest.raises(ConfigError, match="min_std' needs at least 2 folds"):
         stage.check_selection(tiny_params(train={"folds": [0]}))
+
+
+def test_a_per_class_figure_can_be_selected_on():
+    raw = {"workload": "wound", "tune": {"selection": {"metric": "tissue.dice_granulation"}}}
+    params = parse_params(raw, "test")
+    assert stage.check_selection(params) == ["tissue.dice_granulation", "val_loss"]
 
 
 def test_more_concurrent_trials_than_cpus_fails_before_launching(on_cluster, tiny_data, tmp_path):
