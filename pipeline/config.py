@@ -333,15 +333,19 @@ def _metric_names(names: tuple[str, ...]) -> tuple[str, ...]:
 
 
 class RegistryParams(_Strict):
-    """MLflow model registry: which checkpoint the ``promote`` stage registers, and when it becomes champion.
+    """MLflow model registry: what the ``promote`` stage registers, and when it becomes champion.
 
-    The candidate is the (balancer, fold) checkpoint with the best ``primary`` score on *validation*;
-    it takes the ``champion`` alias when its ``primary`` score on the test split beats the current
-    champion's (re-evaluated on the same split) by at least ``min_improvement`` and no metric of
-    ``floors`` is below its floor. Metric names are ``<task>.<metric>`` of the configured tasks.
+    ``package``: ``fold`` registers the (balancer, fold) checkpoint with the best ``primary`` score on
+    *validation*; ``ensemble`` registers the k fold checkpoints of ``train.folds`` of the balancer with
+    the best mean over folds of that score, as one model that averages their probabilities. The
+    candidate takes the ``champion`` alias when its ``primary`` score on the test split beats the
+    current champion's (each re-evaluated as registered, fold model or ensemble, on the same split) by
+    at least ``min_improvement`` and no metric of ``floors`` is below its floor. Metric names are
+    ``<task>.<metric>`` of the configured tasks.
     """
 
     model_name: str = Field("mtl-busi", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    package: Literal["fold", "ensemble"] = "ensemble"
     primary: tuple[str, ...] = ("lesion.dice", "diagnosis.accuracy")
     min_improvement: float = Field(
         0.005, ge=0.0, le=1.0, description="primary score (mean of metrics in 0..1) the candidate must gain"

@@ -255,7 +255,7 @@ def predict_on_device(params: Params, device: torch.device, work: Path) -> dict[
         torch.manual_seed(params.seed)
         checkpoint = work / f"{name}.pt"
         save_checkpoint(checkpoint, {"model": build_model(params, tasks, separate).state_dict()})
-        model = MultiTaskPyfunc().load(model_params(model_config(params, separate)), checkpoint, separate, device)
+        model = MultiTaskPyfunc().load(model_params(model_config(params, separate)), [checkpoint], separate, device)
         placed = {p.device.type for p in model.network.parameters()}
         if placed != {device.type}:
             raise PipelineError(f"{name}: the loaded network's parameters are on {sorted(placed)}, not {device.type}")

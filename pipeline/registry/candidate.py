@@ -1,15 +1,22 @@
-"""The candidate for promotion: the (balancer, fold) checkpoint with the best primary score on validation.
+"""The candidate for promotion, chosen on validation: a fold model or a fold ensemble (``registry.package``).
 
 Selection reads the best-epoch *validation* metrics of ``<metrics>/<balancer>/folds.json``
 (``folds.fold_<k>.val.<task>.<metric>``) for every balancer of ``train.balancers`` and fold of
 ``train.folds``. Their test metrics are not looked at: picking the best of several checkpoints by
 test score would fit the choice to the test set, and the gate's test comparison with the champion
-would then favour the candidate. Ties go to the first balancer in ``train.balancers``, then the
-lower fold.
+would then favour the candidate.
+
+- ``fold``: the (balancer, fold) checkpoint with the best primary score; ties go to the first balancer
+  in ``train.balancers``, then the lower fold.
+- ``ensemble``: the k fold checkpoints of the balancer with the best mean over its folds of each
+  validation metric (so of the primary score); ties go to the first balancer. Each fold is scored on its
+  own validation set: the ensemble as a whole has none (every image was in some member's training set),
+  so the gate's test score is the only measurement of the ensemble itself.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from dataclasses import dataclass
@@ -23,39 +30,77 @@ from pipeline.train.checkpoint import BEST
 
 @dataclass(frozen=True)
 class Candidate:
-    """One trained checkpoint and its best-epoch validation metrics ``{"task.metric": value}``."""
+    """A ``package`` (``fold`` or ``ensemble``) of one balancer's ``checkpoints`` of ``folds`` (one for a
+    fold model), its validation metrics ``{"task.metric": value}`` (an ensemble's: means over its folds)
+    and their primary ``score``."""
 
+    package: str
     balancer: str
-    fold: int
-    checkpoint: Path
+    folds: tuple[int, ...]
+    checkpoints: tuple[Path, ...]
     validation: dict[str, float]
     score: float
 
 
 def select_candidate(params: Params, models_dir: Path, metrics_dir: Path) -> Candidate:
-    """The checkpoint ``<models_dir>/<balancer>/fold_<k>/best.pt`` with the best validation primary score.
+    """The ``registry.package`` of ``<models_dir>/<balancer>/fold_<k>/best.pt`` checkpoints with the best
+    validation primary score (module docstring).
 
     A missing ``folds.json`` or fold raises DataError naming the file; a gate metric
     (``registry.primary`` / ``registry.floors``) the evaluation does not produce raises ConfigError
     listing the ones it does; a missing checkpoint of the winner raises DataError.
     """
-    candidates = [
-        _candidate(params, models_dir, metrics_dir, balancer, fold)
+    per_balancer = [
+        [_fold_candidate(params, models_dir, metrics_dir, balancer, fold) for fold in params.folds]
         for balancer in params.train.balancers
-        for fold in params.folds
     ]
+    if params.registry.package == "fold":
+        candidates = [c for fold_candidates in per_balancer for c in fold_candidates]
+    else:
+        candidates = [_ensemble(fold_candidates, params) for fold_candidates in per_balancer]
     ranked = [c for c in candidates if not math.isnan(c.score)]
     if not ranked:
-        raise DataError(f"{metrics_dir}: every checkpoint's validation primary score is nan")
+        raise DataError(f"{metrics_dir}: every {params.registry.package} candidate's validation primary score is nan")
     best = max(ranked, key=lambda c: c.score)  # max keeps the first of equal scores
-    if not best.checkpoint.is_file():
-        raise DataError(
-            f"{best.checkpoint}: not found (folds.json lists it; rerun the train stage of {best.balancer!r})"
-        )
+    for checkpoint in best.checkpoints:
+        if not checkpoint.is_file():
+            raise DataError(
+                f"{checkpoint}: not found (folds.json lists it; rerun the train stage of {best.balancer!r})"
+            )
     return best
 
 
-def _candidate(params: Params, models_dir: Path, metrics_dir: Path, balancer: str, fold: int) -> Candidate:
+def package_sha256(package: str, digests: list[str]) -> str:
+    """What identifies a registered ``package`` of checkpoints whose file sha256s are ``digests`` (fold
+    order): a fold model's is its checkpoint's; an ensemble's the sha256 of ``ensemble:`` and the digests,
+    comma-separated (so an ensemble of one fold is not taken for that fold model)."""
+    if package == "fold":
+        (digest,) = digests
+        return digest
+    return hashlib.sha256(("ensemble:" + ",".join(digests)).encode()).hexdigest()
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of the file at ``path``, hex."""
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
+def _ensemble(members: list[Candidate], params: Params) -> Candidate:
+    """One balancer's fold candidates as an ensemble: every metric all of them have, averaged over them."""
+    names = [m for m in members[0].validation if all(m in c.validation for c in members)]
+    validation = {m: math.fsum(c.validation[m] for c in members) / len(members) for m in names}
+    return Candidate(
+        package="ensemble",
+        balancer=members[0].balancer,
+        folds=tuple(f for c in members for f in c.folds),
+        checkpoints=tuple(p for c in members for p in c.checkpoints),
+        validation=validation,
+        score=primary_score(validation, params.registry.primary),
+    )
+
+
+def _fold_candidate(params: Params, models_dir: Path, metrics_dir: Path, balancer: str, fold: int) -> Candidate:
     path = Path(metrics_dir) / balancer / "folds.json"
     try:
         folds = json.loads(path.read_text(encoding="utf-8"))["folds"]
@@ -76,9 +121,10 @@ def _candidate(params: Params, models_dir: Path, metrics_dir: Path, balancer: st
             f"allowed: {sorted(validation)}"
         )
     return Candidate(
+        package="fold",
         balancer=balancer,
-        fold=fold,
-        checkpoint=Path(models_dir) / balancer / key / BEST,
+        folds=(fold,),
+        checkpoints=(Path(models_dir) / balancer / key / BEST,),
         validation=validation,
         score=primary_score(validation, params.registry.primary),
     )

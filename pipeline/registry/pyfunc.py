@@ -1,5 +1,5 @@
 """The registered model: an MLflow pyfunc ``PythonModel`` that rebuilds the network from its params and
-checkpoint, so ``mlflow.pyfunc.load_model("models:/<name>@champion")`` serves it.
+checkpoint(s), so ``mlflow.pyfunc.load_model("models:/<name>@champion")`` serves it.
 
 Input: images ``(B, C, S, S)`` float32, preprocessed as training saw them — grey (``C = data.channels``
 = 1) or RGB (3), resized to ``S = data.image_size`` and scaled to [-1, 1] (``x / 127.5 - 1`` of the
@@ -14,9 +14,11 @@ accept a DataFrame of arrays, not a dict of per-task arrays):
   name of the most probable class.
 
 The model's ``model_config`` holds the params that rebuild the network (``workload``, ``data.layout``,
-``data.image_size``, ``data.channels``, ``data.classes``, ``data.tissues``, ``tasks``, ``model``) and
-``separate_tasks`` (the STL baseline: one network per task); the artifact ``checkpoint`` is the training
-checkpoint (``["model"]`` is the state dict), loaded with ``weights_only=True``.
+``data.image_size``, ``data.channels``, ``data.classes``, ``data.tissues``, ``tasks``, ``model``),
+``separate_tasks`` (the STL baseline: one network per task) and ``members``, the number of training
+checkpoints (``["model"]`` is the state dict, loaded with ``weights_only=True``) among its artifacts
+(:func:`member_keys`): one is a fold model, several a fold ensemble whose probabilities are the mean of its
+members' (:mod:`pipeline.registry.ensemble`). A config without ``members`` has one.
 """
 
 from __future__ import annotations
@@ -33,16 +35,23 @@ import torch
 from pipeline.config import Params, parse_params
 from pipeline.errors import DataError
 from pipeline.models import build_model
+from pipeline.models.base import MultiTaskModel
+from pipeline.registry.ensemble import FoldEnsemble
 from pipeline.tasks import Task, build_tasks
 from pipeline.train.checkpoint import load_checkpoint
 
 CHECKPOINT = "checkpoint"
-"""Artifact key of the training checkpoint."""
+"""Artifact key of a model's training checkpoint (``checkpoint_<i>`` for member ``i`` of several)."""
 
 
-def model_config(params: Params, separate: bool = False) -> dict[str, Any]:
-    """The ``model_config`` logged with the model: the params that rebuild network and preprocessing, and
-    ``separate_tasks`` (one network per task: the STL baseline's checkpoints).
+def member_keys(members: int) -> list[str]:
+    """Artifact keys of a model's ``members`` training checkpoints, in member order."""
+    return [CHECKPOINT] if members == 1 else [f"{CHECKPOINT}_{i}" for i in range(members)]
+
+
+def model_config(params: Params, separate: bool = False, members: int = 1) -> dict[str, Any]:
+    """The ``model_config`` logged with the model: the params that rebuild network and preprocessing,
+    ``separate_tasks`` (one network per task: the STL baseline's checkpoints) and the number of ``members``.
 
     ``model.pretrained_encoder`` is dropped: the weights come from the checkpoint, and the encoder file
     need not exist where the model is served. ``registry`` is kept so that the params validate.
@@ -56,7 +65,7 @@ def model_config(params: Params, separate: bool = False) -> dict[str, Any]:
     }
     dumped = params.model_dump(mode="json", include=include)
     dumped["model"]["pretrained_encoder"] = None
-    return {"params": dumped, "separate_tasks": separate}
+    return {"params": dumped, "separate_tasks": separate, "members": members}
 
 
 def model_params(config: Mapping[str, Any]) -> Params:
@@ -81,30 +90,39 @@ def probability_frame(tasks: Sequence[Task], logits: Mapping[str, torch.Tensor])
 
 
 class MultiTaskPyfunc(mlflow.pyfunc.PythonModel):
-    """The network of one training checkpoint behind MLflow's pyfunc interface (on the CPU as MLflow loads it).
+    """The network of one training checkpoint, or the fold ensemble of several, behind MLflow's pyfunc
+    interface (on the CPU as MLflow loads it).
 
-    After :meth:`load` (or MLflow's :meth:`load_context`): ``params``, ``tasks``, ``network`` (the
-    :class:`~pipeline.models.base.MultiTaskModel` in eval mode) and the ``device`` it runs on.
+    After :meth:`load` (or MLflow's :meth:`load_context`): ``params``, ``tasks``, ``network`` (in eval mode:
+    the :class:`~pipeline.models.base.MultiTaskModel` of a single checkpoint, else a
+    :class:`~pipeline.registry.ensemble.FoldEnsemble` of them) and the ``device`` it runs on.
     """
 
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
         config = context.model_config
-        self.load(model_params(config), Path(context.artifacts[CHECKPOINT]), config.get("separate_tasks", False))
+        checkpoints = [Path(context.artifacts[key]) for key in member_keys(config.get("members", 1))]
+        self.load(model_params(config), checkpoints, config.get("separate_tasks", False))
 
-    def load(self, params: Params, checkpoint: Path, separate: bool = False,
+    def load(self, params: Params, checkpoints: Sequence[Path], separate: bool = False,
              device: torch.device = torch.device("cpu")) -> MultiTaskPyfunc:
-        """Build the network of ``params`` (one per task with ``separate``), load ``checkpoint["model"]`` and
-        place it on ``device``, where :meth:`predict` then runs."""
-        state = load_checkpoint(checkpoint)
-        if state is None:
-            raise DataError(f"{checkpoint}: checkpoint not found")
+        """Build the network of ``params`` (one per task with ``separate``) for each of ``checkpoints``, load
+        its ``["model"]``, and place the network (the ensemble of several) on ``device``, where
+        :meth:`predict` then runs."""
         self.params = params
         self.tasks = build_tasks(params)
-        network = build_model(params, self.tasks, separate)
-        network.load_state_dict(state["model"])
+        members = [self._member(checkpoint, separate) for checkpoint in checkpoints]
+        network = members[0] if len(members) == 1 else FoldEnsemble(self.tasks, members)
         self.device = device
         self.network = network.to(device).eval()
         return self
+
+    def _member(self, checkpoint: Path, separate: bool) -> MultiTaskModel:
+        state = load_checkpoint(checkpoint)
+        if state is None:
+            raise DataError(f"{checkpoint}: checkpoint not found")
+        network = build_model(self.params, self.tasks, separate)
+        network.load_state_dict(state["model"])
+        return network
 
     def predict(self, context: Any, model_input: np.ndarray, params: dict[str, Any] | None = None) -> pd.DataFrame:
         """Images ``(B, C, S, S)`` float32 (preprocessed) → the output DataFrame (module docstring)."""

@@ -1,15 +1,20 @@
-"""The ``promote`` stage: register the best validated checkpoint in the MLflow model registry and move
-the ``champion`` alias to it when it passes the gate (aliases, not the deprecated registry stages).
+"""The ``promote`` stage: register the best validated fold model or fold ensemble in the MLflow model
+registry and move the ``champion`` alias to it when it passes the gate (aliases, not the deprecated
+registry stages).
 
-1. The candidate is the (balancer, fold) checkpoint with the best validation primary score
-   (:mod:`pipeline.registry.candidate`; selecting on test would leak the test set).
-2. Unless a version of ``registry.model_name`` already packages that checkpoint (same sha256), it is
-   logged as a pyfunc model (:mod:`pipeline.registry.pyfunc`) in a ``promote`` MLflow run and
-   registered as a new version, tagged with its balancer, fold, checkpoint sha256, the training run
-   that made it and the data version.
-3. Candidate and current champion are scored on the current test split (:mod:`pipeline.registry.scoring`)
-   and :func:`pipeline.registry.gate.decide` decides. The version gets the alias ``challenger``, and
-   ``champion`` too when the gate passes.
+1. The candidate is the ``registry.package`` with the best validation primary score
+   (:mod:`pipeline.registry.candidate`; selecting on test would leak the test set): the (balancer, fold)
+   checkpoint (``fold``), or the fold checkpoints of the best balancer over its folds (``ensemble``).
+2. Unless a version of ``registry.model_name`` already packages those checkpoints (same
+   :func:`~pipeline.registry.candidate.package_sha256`), they are logged as one pyfunc model
+   (:mod:`pipeline.registry.pyfunc`; an ensemble averages its members' probabilities) in a ``promote``
+   MLflow run and registered as a new version, tagged with its package, balancer, folds, checkpoints,
+   package sha256, the training runs that made them and the data version.
+3. Candidate and current champion are each scored *as registered* on the current test split
+   (:mod:`pipeline.registry.scoring`): an ensemble by its averaged probabilities, a fold model by its
+   own, whichever of the two either of them is, so each score is that of the model that would be served.
+   :func:`pipeline.registry.gate.decide` compares these two scores. The version gets the alias
+   ``challenger``, and ``champion`` too when the gate passes.
 4. The decision and its reasons go to ``report`` (``reports/promotion.json``, atomically) and to tags
    of the version (``decision``, ``decision_reasons``, ``promotion_report``).
 
@@ -21,7 +26,6 @@ or tag is touched. Otherwise the existing version is gated again (no new version
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -34,10 +38,10 @@ from mlflow.tracking import MlflowClient
 from pipeline.atomic import atomic_write_json
 from pipeline.config import STL, Params
 from pipeline.data.folds import ArraySet, load_test
-from pipeline.registry.candidate import Candidate, select_candidate
+from pipeline.registry.candidate import Candidate, file_sha256, package_sha256, select_candidate
 from pipeline.registry.gate import Decision, decide
 from pipeline.registry.scoring import score_on_test
-from pipeline.registry.store import CHALLENGER, CHAMPION, CHECKPOINT_TAG, aliases, load_model, log_model
+from pipeline.registry.store import CHALLENGER, CHAMPION, CHECKPOINT_TAG, PACKAGE_TAG, aliases, load_model, log_model
 from pipeline.registry.store import version_of_checkpoint
 from pipeline.tracking import connect, lineage_tags, stage_run
 from pipeline.train.loop import to_tensors
@@ -46,10 +50,11 @@ REPORT_TAG = "promotion_report"
 
 
 def run(params: Params, models_dir: Path, metrics_dir: Path, data_root: Path, report: Path) -> dict[str, Any]:
-    """Promote (or not) the best validated checkpoint; write and return the report document."""
+    """Promote (or not) the best validated fold model or ensemble; write and return the report document."""
     name = params.registry.model_name
     candidate = select_candidate(params, models_dir, metrics_dir)
-    sha256 = _sha256(candidate.checkpoint)
+    digests = [file_sha256(path) for path in candidate.checkpoints]
+    sha256 = package_sha256(candidate.package, digests)
     connect(params)
     client = MlflowClient()
     version = version_of_checkpoint(client, name, sha256)
@@ -63,7 +68,7 @@ def run(params: Params, models_dir: Path, metrics_dir: Path, data_root: Path, re
         document = recorded
     else:
         with stage_run(params, "promote", None, data_root) as promote_run:
-            document = _promote(params, client, candidate, sha256, version, data_root, promote_run.info.run_id)
+            document = _promote(params, client, candidate, digests, version, data_root, promote_run.info.run_id)
     atomic_write_json(report, document)
     _print(document)
     return document
@@ -73,13 +78,15 @@ def _promote(
     params: Params,
     client: MlflowClient,
     candidate: Candidate,
-    sha256: str,
+    digests: list[str],
     version: ModelVersion | None,
     data_root: Path,
     run_id: str,
 ) -> dict[str, Any]:
-    """Register the candidate unless ``version`` packages it already, gate it, move the aliases, record."""
+    """Register the candidate (``digests``: its checkpoints' sha256) unless ``version`` packages it already,
+    gate it, move the aliases, record."""
     name = params.registry.model_name
+    sha256 = package_sha256(candidate.package, digests)
     data_version = client.get_run(run_id).data.tags["data_version"]
     test = load_test(data_root)
     if version is None:
@@ -87,11 +94,12 @@ def _promote(
     number = str(version.version)
     scores = score_on_test(load_model(f"models:/{name}/{number}"), f"version {number}", params, test)
     champion = aliases(client, name).get(CHAMPION)
-    champion_scores = None
+    previous = None
     if champion is not None and champion != number:
         model = load_model(f"models:/{name}/{champion}")
-        champion_scores = score_on_test(model, f"the champion (version {champion})", params, test)
-    decision = decide(scores, champion_scores, params.registry)
+        previous = {"version": champion, **_package(client.get_model_version(name, champion)),
+                    "test": score_on_test(model, f"the champion (version {champion})", params, test)}
+    decision = decide(scores, None if previous is None else previous["test"], params.registry)
     client.set_registered_model_alias(name, CHALLENGER, number)
     if decision.promote:
         client.set_registered_model_alias(name, CHAMPION, number)
@@ -103,20 +111,21 @@ def _promote(
         "reasons": list(decision.reasons),
         "champion": aliases(client, name).get(CHAMPION),
         "candidate": {
+            "package": candidate.package,
             "balancer": candidate.balancer,
-            "fold": candidate.fold,
-            "checkpoint": str(candidate.checkpoint),
+            "folds": list(candidate.folds),
+            "checkpoints": [str(path) for path in candidate.checkpoints],
+            "checkpoints_sha256": digests,
             CHECKPOINT_TAG: sha256,
-            "source_run_id": version.tags.get("source_run_id"),
+            "source_run_ids": _tag_list(version, "source_run_ids", "source_run_id"),
             "selected_on": "validation",
             "validation": {m: candidate.validation[m] for m in shown},
             "validation_score": candidate.score,
             "test": {m: scores[m] for m in shown},
             "test_score": decision.candidate_score,
         },
-        "previous_champion": None if champion_scores is None else {
-            "version": champion,
-            "test": {m: champion_scores[m] for m in shown},
+        "previous_champion": None if previous is None else previous | {
+            "test": {m: previous["test"][m] for m in shown},
             "test_score": decision.champion_score,
         },
         "gate": params.registry.model_dump(mode="json"),
@@ -132,13 +141,14 @@ def _register(
 ) -> ModelVersion:
     """Log the candidate's pyfunc model to the active run and register it as a new version."""
     example = to_tensors(test.read([0]), torch.device("cpu"))["image"].numpy()
-    info = log_model(params, candidate.checkpoint, example, separate=candidate.balancer == STL)
+    info = log_model(params, candidate.checkpoints, example, separate=candidate.balancer == STL)
     registered = mlflow.register_model(info.model_uri, params.registry.model_name, tags={
+        PACKAGE_TAG: candidate.package,
         "balancer": candidate.balancer,
-        "fold": str(candidate.fold),
-        "checkpoint": str(candidate.checkpoint),
+        "folds": ",".join(map(str, candidate.folds)),
+        "checkpoints": ",".join(map(str, candidate.checkpoints)),
         CHECKPOINT_TAG: sha256,
-        "source_run_id": _training_run(client, candidate, data_version),
+        "source_run_ids": ",".join(_training_run(client, candidate.balancer, k, data_version) for k in candidate.folds),
         "data_version": data_version,
         "selected_on": "validation",
     })
@@ -161,12 +171,25 @@ def _record(client: MlflowClient, document: dict[str, Any], decision: Decision) 
     mlflow.log_dict(document, "promotion.json")
 
 
-def _training_run(client: MlflowClient, candidate: Candidate, data_version: str) -> str:
-    """The latest finished train-stage run of the candidate's balancer and fold on this data version."""
+def _package(version: ModelVersion) -> dict[str, Any]:
+    """``{"package", "folds"}`` of a registered version, from its tags (a version registered before fold
+    ensembles existed is a fold model)."""
+    folds = [int(k) for k in _tag_list(version, "folds", "fold")]
+    return {"package": version.tags.get(PACKAGE_TAG, "fold"), "folds": folds}
+
+
+def _tag_list(version: ModelVersion, name: str, before: str) -> list[str]:
+    """The comma-separated tag ``name`` of ``version`` as a list; a version registered before fold ensembles
+    existed has the one-valued tag ``before`` instead."""
+    return version.tags.get(name, version.tags.get(before, "")).split(",")
+
+
+def _training_run(client: MlflowClient, balancer: str, fold: int, data_version: str) -> str:
+    """The latest finished train-stage run of ``balancer`` and ``fold`` on this data version."""
     runs = client.search_runs(
         [mlflow.active_run().info.experiment_id],
         filter_string=(
-            f"tags.stage = 'train' and tags.balancer = '{candidate.balancer}' and tags.fold = '{candidate.fold}' "
+            f"tags.stage = 'train' and tags.balancer = '{balancer}' and tags.fold = '{fold}' "
             f"and tags.data_version = '{data_version}' and attributes.status = 'FINISHED'"
         ),
         order_by=["attributes.start_time DESC"],
@@ -175,15 +198,11 @@ def _training_run(client: MlflowClient, candidate: Candidate, data_version: str)
     return runs[0].info.run_id if runs else "not found"
 
 
-def _sha256(path: Path) -> str:
-    with open(path, "rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()
-
-
 def _print(document: dict[str, Any]) -> None:
     c = document["candidate"]
     print(
-        f"promote: {document['model_name']} version {document['version']} ({c['balancer']} fold {c['fold']}) "
+        f"promote: {document['model_name']} version {document['version']} "
+        f"({c['package']} of {c['balancer']} folds {c['folds']}) "
         f"{document['decision']}; champion: {'version ' + document['champion'] if document['champion'] else 'none'}"
     )
     for reason in document["reasons"]:

@@ -1,13 +1,15 @@
 """The MLflow registry side of promotion and prediction: logging the pyfunc model, finding a version by
 its checkpoint, reading aliases, and loading a model URI with errors that say what is missing.
 
-Versions of the registered model carry the tag :data:`CHECKPOINT_TAG` (sha256 of the training
-checkpoint file they package), which is how ``promote`` recognises a checkpoint it registered before.
+Versions of the registered model carry the tag :data:`CHECKPOINT_TAG` (the sha256 of what they package,
+:func:`pipeline.registry.candidate.package_sha256`), which is how ``promote`` recognises a fold model or
+ensemble it registered before, and :data:`PACKAGE_TAG` (``fold`` or ``ensemble``).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from importlib.metadata import version as installed_version
 from pathlib import Path
 
@@ -23,31 +25,35 @@ from mlflow.tracking import MlflowClient
 import pipeline
 from pipeline.config import Params
 from pipeline.errors import PipelineError
-from pipeline.registry.pyfunc import CHECKPOINT, MultiTaskPyfunc, model_config, model_params
+from pipeline.registry.pyfunc import MultiTaskPyfunc, member_keys, model_config, model_params
 from pipeline.tracking.redaction import redact
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 CHECKPOINT_TAG = "checkpoint_sha256"
+PACKAGE_TAG = "package"
 MODEL_CODE = Path(__file__).with_name("model_code.py")
 REQUIREMENTS = ("mlflow", "torch", "monai", "numpy", "pandas", "pydantic", "pyyaml")
 """Distributions the served model imports (through the ``pipeline`` code logged with it)."""
 _MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>[^/]+))$")
 
 
-def log_model(params: Params, checkpoint: Path, example: np.ndarray, separate: bool = False) -> ModelInfo:
-    """Log ``checkpoint`` as the pyfunc model ``model`` of the active run.
+def log_model(
+    params: Params, checkpoints: Sequence[Path], example: np.ndarray, separate: bool = False
+) -> ModelInfo:
+    """Log ``checkpoints`` (one: a fold model; several: their fold ensemble) as the pyfunc model ``model``
+    of the active run; every checkpoint file is an artifact of the model.
 
     ``example``: one preprocessed image ``(1, C, S, S)`` float32, stored as the input example; the
     signature fixes ``C`` and ``S`` (any batch size). The ``pipeline`` package is logged with the model.
-    ``separate``: the checkpoint holds one network per task (the STL baseline).
+    ``separate``: each checkpoint holds one network per task (the STL baseline).
     """
-    config = model_config(params, separate)
-    outputs = MultiTaskPyfunc().load(model_params(config), checkpoint, separate).predict(None, example)
+    config = model_config(params, separate, len(checkpoints))
+    outputs = MultiTaskPyfunc().load(model_params(config), checkpoints, separate).predict(None, example)
     return mlflow.pyfunc.log_model(
         name="model",
         python_model=str(MODEL_CODE),
-        artifacts={CHECKPOINT: str(checkpoint)},
+        artifacts=dict(zip(member_keys(len(checkpoints)), map(str, checkpoints), strict=True)),
         model_config=config,
         code_paths=[str(Path(pipeline.__file__).parent)],
         signature=infer_signature(example, outputs),
@@ -57,7 +63,7 @@ def log_model(params: Params, checkpoint: Path, example: np.ndarray, separate: b
 
 
 def version_of_checkpoint(client: MlflowClient, name: str, sha256: str) -> ModelVersion | None:
-    """The oldest version of registered model ``name`` that packages the checkpoint with this sha256."""
+    """The oldest version of registered model ``name`` whose :data:`CHECKPOINT_TAG` is ``sha256``."""
     found = client.search_model_versions(f"name = '{name}' and tags.{CHECKPOINT_TAG} = '{sha256}'")
     return min(found, key=lambda v: int(v.version)) if found else None
 

@@ -89,7 +89,7 @@ def test_runs_models_and_the_champion_reach_the_server_and_its_bucket_and_no_pas
     packaged = [k for k in _keys(s3_store, _s3_prefix(promoted.artifact_location)) if k.endswith("/best.pt")]
     assert len(packaged) == 1, packaged
     in_bucket = s3_store.client().get_object(Bucket=s3_store.bucket, Key=packaged[0])["Body"].read()
-    assert hashlib.sha256(in_bucket).hexdigest() == version.tags["checkpoint_sha256"]
+    assert [hashlib.sha256(in_bucket).hexdigest()] == decision["candidate"]["checkpoints_sha256"]
     best = pipeline_on_team_stack["models"] / "equal" / "fold_0" / "best.pt"
     assert in_bucket == best.read_bytes()
 

@@ -1,4 +1,5 @@
-"""The candidate is chosen on validation metrics, never on test metrics (which would leak the test set)."""
+"""The candidate — a fold model or a fold ensemble — is chosen on validation metrics, never on test metrics
+(which would leak the test set)."""
 
 import json
 
@@ -8,7 +9,7 @@ from pipeline.errors import ConfigError, DataError
 from pipeline.registry.candidate import select_candidate
 from tests.conftest import tiny_params
 
-PARAMS = tiny_params(train={"balancers": ["equal", "dwa"]})
+PARAMS = tiny_params(train={"balancers": ["equal", "dwa"]}, registry={"package": "fold"})
 
 
 def write_folds(metrics_dir, balancer, per_fold):
@@ -39,16 +40,27 @@ def trained(tmp_path):
 def test_the_best_validation_score_wins_whatever_the_test_scores(trained):
     models, metrics = trained
     chosen = select_candidate(PARAMS, models, metrics)
-    assert (chosen.balancer, chosen.fold) == ("equal", 1)  # the worst test score of the four
+    assert (chosen.package, chosen.balancer, chosen.folds) == ("fold", "equal", (1,))  # the worst test score
     assert chosen.score == pytest.approx(0.75)
-    assert chosen.checkpoint == models / "equal" / "fold_1" / "best.pt"
+    assert chosen.checkpoints == (models / "equal" / "fold_1" / "best.pt",)
     assert set(chosen.validation) == {"lesion.dice", "lesion.iou", "diagnosis.accuracy"}
+
+
+def test_an_ensemble_is_the_balancer_with_the_best_mean_validation_score_over_its_folds(trained):
+    models, metrics = trained
+    write_folds(metrics, "dwa", {0: (0.99, 0.99, 0.0, 0.0), 1: (0.40, 0.40, 0.99, 0.99)})  # the best fold, worse mean
+    assert select_candidate(PARAMS, models, metrics).balancer == "dwa"
+    chosen = select_candidate(tiny_params(train={"balancers": ["equal", "dwa"]}), models, metrics)  # the default
+    assert (chosen.package, chosen.balancer, chosen.folds) == ("ensemble", "equal", (0, 1))
+    assert chosen.checkpoints == (models / "equal" / "fold_0" / "best.pt", models / "equal" / "fold_1" / "best.pt")
+    assert chosen.validation == pytest.approx({"lesion.dice": 0.75, "lesion.iou": 0.0, "diagnosis.accuracy": 0.70})
+    assert chosen.score == pytest.approx(0.725)  # dwa's mean is 0.695, whatever its test scores
 
 
 def test_only_configured_balancers_and_folds_compete(trained):
     models, metrics = trained
     chosen = select_candidate(tiny_params(train={"balancers": ["dwa"], "folds": [0]}), models, metrics)
-    assert (chosen.balancer, chosen.fold) == ("dwa", 0)
+    assert (chosen.balancer, chosen.folds) == ("dwa", (0,))
 
 
 def test_a_gate_metric_the_evaluation_lacks_is_named_with_the_allowed_ones(trained):

@@ -1,5 +1,6 @@
-"""``predict`` with the registered champion: the masks of direct evaluation, original-size outputs, per-file
-errors that do not stop the batch, and a missing model reported before any image is read."""
+"""``predict`` with the registered champion: the masks of direct evaluation (of the checkpoint, or the mean of
+a fold ensemble's checkpoints), original-size outputs, per-file errors that do not stop the batch, and a missing
+model reported before any image is read."""
 
 from __future__ import annotations
 
@@ -24,9 +25,11 @@ from pipeline.registry import predict
 from pipeline.registry.predictor import load_predictor
 from pipeline.train.loop import to_tensors
 from tests.conftest import isolated_mlflow
-from tests.registry.conftest import MODEL_NAME, promote, registry_params, seeded_model
+from tests.registry.conftest import MODEL_NAME, mean_probabilities, promote, registry_params, seeded_model
+from tests.registry.conftest import spread_model, write_checkpoints
 
 CHAMPION = f"models:/{MODEL_NAME}@champion"
+MODEL_ENSEMBLE = "tiny-ensemble"
 
 
 @pytest.fixture(scope="module")
@@ -74,6 +77,45 @@ def test_champion_masks_equal_direct_evaluation_of_the_checkpoint(champion, tiny
         name, probability = prediction.classes["diagnosis"]
         assert name == test.classes[int(row.argmax())]
         assert probability == pytest.approx(float(row.max()), abs=1e-6)
+
+
+@pytest.fixture(scope="module")
+def ensemble(tmp_path_factory, tiny_data):
+    """Two models with spread outputs as folds 0 and 1 of ``equal``, promoted with the default package (their
+    fold ensemble) to champion of ``tiny-ensemble``; the raw files of the test split, in test order."""
+    tmp = tmp_path_factory.mktemp("predict_ensemble")
+    test = load_test(tiny_data)
+    images = to_tensors(test.read(np.arange(len(test))), torch.device("cpu"))["image"]
+    with isolated_mlflow():
+        params = registry_params(tmp, train={"folds": [0, 1]}, registry={"model_name": MODEL_ENSEMBLE})
+        members = [spread_model(params, seed, images) for seed in (3, 4)]
+        write_checkpoints(tmp / "work", dict(enumerate(members)))
+        assert promote(params, tmp / "work", tiny_data)["candidate"]["package"] == "ensemble"
+        by_id = {r.id: r.image for r in read_manifest(tiny_data / "ingested").records}
+        yield {"params": params, "members": members, "images": images,
+               "files": [tiny_data / "ingested" / by_id[i] for i in test.ids]}
+
+
+def test_ensemble_champion_predicts_the_mean_of_its_fold_checkpoints_evaluated_directly(ensemble, tiny_data, tmp_path):
+    mean = mean_probabilities(ensemble["members"], ensemble["images"])  # (B, S, S) lesion, (B, K) diagnosis
+    assert np.abs(mean["lesion"] - 0.5).min() > 1e-5 and np.abs(mean["diagnosis"] - 0.5).min() > 1e-3  # no ties
+    expected_masks = mean["lesion"] > 0.5
+    assert 0 < expected_masks.mean() < 1  # not a trivial mask
+    predictor = load_predictor(f"models:/{MODEL_ENSEMBLE}@champion")
+    inputs = np.stack([predictor.read(path).image for path in ensemble["files"]])
+    frame = predictor.model.predict(inputs)
+    np.testing.assert_allclose(np.stack(frame["lesion"]), mean["lesion"], rtol=0, atol=1e-6)
+    np.testing.assert_allclose(np.stack(frame["diagnosis"]), mean["diagnosis"], rtol=0, atol=1e-6)
+    predictions = predictor.predict(inputs)
+    np.testing.assert_array_equal(np.stack([p.masks["lesion"] for p in predictions]), expected_masks)
+    names = [load_test(tiny_data).classes[i] for i in mean["diagnosis"].argmax(axis=1)]
+    assert [p.classes["diagnosis"][0] for p in predictions] == names
+    np.testing.assert_allclose([p.classes["diagnosis"][1] for p in predictions], mean["diagnosis"].max(axis=1),
+                               rtol=0, atol=1e-6)
+    records = predict.run(ensemble["params"], ensemble["files"], tmp_path / "out")  # the champion, as users call it
+    assert [r["diagnosis_class"] for r in records] == names
+    np.testing.assert_allclose([r["diagnosis_probability"] for r in records], mean["diagnosis"].max(axis=1),
+                               rtol=0, atol=1e-5)  # one image at a time: float32 convolutions round differently
 
 
 @pytest.mark.slow  # a fresh interpreter imports MLflow and torch: about 20 s on 2 busy cores

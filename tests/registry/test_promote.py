@@ -1,5 +1,6 @@
 """The promote stage against a real sqlite-backed MLflow registry: a first model with no champion, a better
-one (the champion, trained on another split, is re-scored on the current one), a re-run, a tie and a worse one.
+one (the champion, trained on another split, is re-scored on the current one), a re-run, a tie and a worse one;
+fold models and fold ensembles each gated as what they are.
 
 Models have known outputs: "good" marks every pixel lesion and predicts the test split's majority class,
 "bad" marks none and predicts the minority class (every tiny image has a lesion, so its Dice is 0).
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -20,9 +22,10 @@ from pipeline.data.folds import load_test
 from pipeline.registry.gate import flat_metrics
 from pipeline.tasks import build_tasks
 from pipeline.tracking import child_run, stage_run
-from pipeline.train.loop import evaluate
+from pipeline.train.loop import evaluate, to_tensors
 from tests.conftest import build_data, isolated_mlflow, tiny_params
-from tests.registry.conftest import MODEL_NAME, constant_model, promote, registry_params
+from tests.registry.conftest import MODEL_NAME, constant_model, mean_probabilities, promote, registry_params
+from tests.registry.conftest import spread_model, write_checkpoints
 
 
 def _state(client: MlflowClient) -> dict:
@@ -79,7 +82,7 @@ def test_better_model_takes_champion_against_the_champion_rescored_on_the_same_s
     assert document["decision"] == "promoted" and document["champion"] == "2"
     assert step["state"]["aliases"] == {"champion": 2, "challenger": 2}
     rescored = _test_metrics(params, history["bad"], history["data"])
-    assert document["previous_champion"] == {"version": "1", "test": rescored,
+    assert document["previous_champion"] == {"version": "1", "package": "ensemble", "folds": [0], "test": rescored,
                                              "test_score": pytest.approx(np.mean(list(rescored.values())))}
     # version 1 was promoted on another split, where the same model scores differently
     assert history["steps"]["first"]["document"]["candidate"]["test"] != rescored
@@ -114,10 +117,91 @@ def test_version_records_its_checkpoint_training_run_and_decision(history):
     client, step = history["client"], history["steps"]["better"]
     version = client.get_model_version(MODEL_NAME, "2")
     checkpoint = step["work"] / "models" / "equal" / "fold_0" / "best.pt"
-    assert version.tags["checkpoint_sha256"] == hashlib.sha256(checkpoint.read_bytes()).hexdigest()
-    assert (version.tags["balancer"], version.tags["fold"]) == ("equal", "0")
-    assert version.tags["source_run_id"] == history["train_run"]
+    candidate = step["document"]["candidate"]
+    assert candidate["checkpoints_sha256"] == [hashlib.sha256(checkpoint.read_bytes()).hexdigest()]
+    assert version.tags["checkpoint_sha256"] == candidate["checkpoint_sha256"]
+    assert (version.tags["package"], version.tags["balancer"], version.tags["folds"]) == ("ensemble", "equal", "0")
+    assert version.tags["source_run_ids"] == history["train_run"] == candidate["source_run_ids"][0]
     assert version.tags["decision"] == "promoted"
     assert json.loads(version.tags["promotion_report"]) == step["document"]
     assert version.run_id == step["document"]["promote_run_id"]
     assert client.get_run(version.run_id).data.tags["stage"] == "promote"
+
+
+def _direct_scores(models, test, images) -> dict[str, float]:
+    """``lesion.dice`` and ``diagnosis.accuracy`` of the mean probabilities of ``models`` on ``test``,
+    computed here: a pixel is lesion where the mean probability exceeds 0.5, Dice per image (1 when mask and
+    prediction are both empty) averaged over images, the class is the arg-max of the mean probabilities."""
+    mean = mean_probabilities(models, images)
+    arrays = test.read(np.arange(len(test)))
+    truth, predicted = arrays["mask"] > 0, mean["lesion"] > 0.5
+    tp, fp, fn = ((a & b).sum(axis=(1, 2)) for a, b in ((predicted, truth), (predicted, ~truth), (~predicted, truth)))
+    dice = np.where(tp + fp + fn == 0, 1.0, 2 * tp / np.maximum(2 * tp + fp + fn, 1))
+    return {"lesion.dice": float(dice.mean()),
+            "diagnosis.accuracy": float((mean["diagnosis"].argmax(axis=1) == arrays["label"]).mean())}
+
+
+@pytest.fixture(scope="module")
+def packages(tmp_path_factory, tiny_data):
+    """Folds 0 and 1 of ``equal`` (fold 0 the better on validation), promoted to two registered models: to
+    ``fold-first`` as the fold model, then as the ensemble; to ``ensemble-first`` the other way round."""
+    tmp = tmp_path_factory.mktemp("packages")
+    test = load_test(tiny_data)
+    images = to_tensors(test.read(np.arange(len(test))), torch.device("cpu"))["image"]
+    base = registry_params(tmp, train={"folds": [0, 1]})
+    members = [spread_model(base, seed, images) for seed in (3, 4)]
+    write_checkpoints(tmp / "work", dict(enumerate(members)))
+    documents = {}
+    with isolated_mlflow():
+        for name, order in (("fold-first", ("fold", "ensemble")), ("ensemble-first", ("ensemble", "fold"))):
+            for package in order:
+                registry = {"model_name": name, "package": package}
+                params = registry_params(tmp, train={"folds": [0, 1]}, registry=registry)
+                documents[name, package] = promote(params, tmp / "work", tiny_data)
+        downloaded = mlflow.artifacts.download_artifacts("models:/fold-first/2", dst_path=str(tmp / "download"))
+    mean = mean_probabilities(members, images)
+    assert np.abs(mean["lesion"] - 0.5).min() > 1e-5 and np.abs(mean["diagnosis"] - 0.5).min() > 1e-3  # no ties
+    yield {"documents": documents, "work": tmp / "work", "downloaded": Path(downloaded), "scores": {
+        "fold 0": _direct_scores(members[:1], test, images),
+        "fold 1": _direct_scores(members[1:], test, images),
+        "ensemble": _direct_scores(members, test, images),
+    }}
+
+
+def test_an_ensemble_is_gated_by_its_mean_probabilities_against_a_fold_champion_scored_as_a_fold_model(packages):
+    scores = packages["scores"]
+    assert scores["ensemble"] not in (scores["fold 0"], scores["fold 1"])  # the three are told apart
+    first = packages["documents"]["fold-first", "fold"]["candidate"]
+    assert (first["package"], first["folds"], first["test"]) == ("fold", [0], pytest.approx(scores["fold 0"]))
+    document = packages["documents"]["fold-first", "ensemble"]
+    candidate, champion = document["candidate"], document["previous_champion"]
+    assert (candidate["package"], candidate["balancer"], candidate["folds"]) == ("ensemble", "equal", [0, 1])
+    assert candidate["test"] == pytest.approx(scores["ensemble"])
+    assert candidate["test_score"] == pytest.approx(np.mean(list(scores["ensemble"].values())))
+    assert (champion["version"], champion["package"], champion["folds"]) == ("1", "fold", [0])
+    assert champion["test"] == pytest.approx(scores["fold 0"])
+    assert champion["test_score"] == pytest.approx(np.mean(list(scores["fold 0"].values())))
+    assert f"the champion's {champion['test_score']:.4f}" in document["reasons"][-1]
+
+
+def test_a_fold_model_is_gated_against_an_ensemble_champion_scored_as_the_ensemble(packages):
+    scores = packages["scores"]
+    first = packages["documents"]["ensemble-first", "ensemble"]
+    assert first["decision"] == "promoted" and first["previous_champion"] is None
+    assert first["candidate"]["test"] == pytest.approx(scores["ensemble"])
+    document = packages["documents"]["ensemble-first", "fold"]
+    candidate, champion = document["candidate"], document["previous_champion"]
+    assert (candidate["package"], candidate["folds"]) == ("fold", [0])
+    assert candidate["test"] == pytest.approx(scores["fold 0"])
+    assert (champion["version"], champion["package"], champion["folds"]) == ("1", "ensemble", [0, 1])
+    assert champion["test"] == pytest.approx(scores["ensemble"])
+
+
+def test_the_registered_ensemble_holds_every_fold_checkpoint(packages):
+    candidate = packages["documents"]["fold-first", "ensemble"]["candidate"]
+    files = [packages["work"] / "models" / "equal" / f"fold_{k}" / "best.pt" for k in (0, 1)]
+    digests = [hashlib.sha256(path.read_bytes()).hexdigest() for path in files]
+    assert candidate["checkpoints"] == [str(path) for path in files] and candidate["checkpoints_sha256"] == digests
+    stored = (packages["downloaded"] / "artifacts").rglob("*.pt")
+    assert sorted(hashlib.sha256(path.read_bytes()).hexdigest() for path in stored) == sorted(digests)
+

@@ -33,7 +33,7 @@ from tests.registry.conftest import registry_params, seeded_model
 
 DAYS = [datetime.date(2026, 3, 1) + datetime.timedelta(days=d) for d in (0, 14, 35, 63)]
 SPACING_MM = 0.5
-WOUND_MODEL, BREAST_MODEL = "tiny-wound", "tiny-breast"
+WOUND_MODEL, BREAST_MODEL, WOUND_ENSEMBLE = "tiny-wound", "tiny-breast", "tiny-wound-ensemble"
 
 
 @pytest.fixture(scope="module")
@@ -183,25 +183,27 @@ def test_bad_masks_are_refused_naming_the_mask(series, tmp_path, damage, message
     assert not (tmp_path / "out").exists()
 
 
-def _register(params, tmp: Path, model) -> None:
-    """Log ``model`` (a network of ``params``) as a pyfunc model and make it the champion of
-    ``registry.model_name``, in the sqlite store of ``params``."""
-    checkpoint = tmp / f"{params.registry.model_name}.pt"
-    save_checkpoint(checkpoint, {"model": model.state_dict(), "epoch": 0})
+def _register(params, tmp: Path, *models) -> None:
+    """Log ``models`` (networks of ``params``; several: their fold ensemble) as a pyfunc model and make it the
+    champion of ``registry.model_name``, in the sqlite store of ``params``."""
+    checkpoints = [tmp / f"{params.registry.model_name}_{i}.pt" for i in range(len(models))]
+    for checkpoint, model in zip(checkpoints, models):
+        save_checkpoint(checkpoint, {"model": model.state_dict(), "epoch": 0})
     connect(params)
     example = np.zeros((1, params.data.channels, params.data.image_size, params.data.image_size), np.float32)
     with mlflow.start_run():
-        info = log_model(params, checkpoint, example)
+        info = log_model(params, checkpoints, example)
     version = mlflow.register_model(info.model_uri, params.registry.model_name)
     MlflowClient().set_registered_model_alias(params.registry.model_name, "champion", version.version)
 
 
 @pytest.fixture(scope="module")
 def champions(series):
-    """Registered champions in the series' sqlite store, untrained: a wound model (tasks wound + tissue)
-    and a breast model (lesion + diagnosis, no tissue map), with grey copies of the series for it; its
-    lesion output layer is scaled up from logits of about 1e-3 and centred on the copies' median logit,
-    so that its masks are neither empty nor full."""
+    """Registered champions in the series' sqlite store, untrained: a wound model (tasks wound + tissue),
+    a breast model (lesion + diagnosis, no tissue map), with grey copies of the series for it, and the fold
+    ensemble of two wound models (``members``). The breast model's lesion output layer is scaled up from
+    logits of about 1e-3 and centred on the copies' median logit, so that its masks are neither empty nor
+    full; the ensemble members' output layers are scaled up so that their probabilities differ."""
     tmp = series["tmp"]
     grey = tmp / "grey"
     grey.mkdir()
@@ -216,10 +218,17 @@ def champions(series):
         weight.mul_(1000)
         bias.mul_(1000)
         bias.sub_(lesion(inputs)["lesion"].median())
+    ensemble = registry_params(tmp, workload="wound", registry={"model_name": WOUND_ENSEMBLE, "floors": {}})
+    members = [seeded_model(ensemble, seed) for seed in (4, 5)]
+    with torch.no_grad():
+        for member in members:
+            for task in build_tasks(ensemble):
+                member.task_parameters(task.name)[-2].mul_(100)
     with isolated_mlflow():
         _register(series["params"], tmp, seeded_model(series["params"], seed=1))
         _register(breast, tmp, lesion)
-        yield {"grey": grey}
+        _register(ensemble, tmp, *members)
+        yield {"grey": grey, "members": members}
 
 
 def test_model_areas_and_fractions_are_those_of_its_predicted_masks(series, champions, tmp_path):
@@ -241,6 +250,30 @@ def test_model_areas_and_fractions_are_those_of_its_predicted_masks(series, cham
         for k, name in enumerate(names, start=1):
             assert visit[f"fraction_{name}"] == int((tissues == k).sum()) / inside
     assert (tmp_path / "track.png").is_file()
+
+
+def test_an_ensemble_champion_is_tracked_by_its_members_mean_probabilities(series, champions, tmp_path):
+    uri = f"models:/{WOUND_ENSEMBLE}@champion"
+    rows = command.run(series["params"], series["folder"], tmp_path, model_uri=uri)
+    images = [image for image, _ in series["pairs"]]
+    predictor = load_predictor(uri)
+    inputs = np.stack([predictor.read(path).image for path in images])
+    frame = predictor.model.predict(inputs)
+    with torch.no_grad():
+        outputs = [member.eval()(torch.from_numpy(inputs)) for member in champions["members"]]
+    wound, tissue = build_tasks(series["params"])
+    for task, probability in ((wound, lambda x: torch.sigmoid(x[:, 0])), (tissue, lambda x: torch.softmax(x, dim=1))):
+        each = [probability(out[task.name]).numpy() for out in outputs]
+        assert np.abs(each[0] - each[1]).max() > 0.05  # members that disagree
+        np.testing.assert_allclose(np.stack(frame[task.name]), np.mean(each, axis=0), rtol=0, atol=1e-6)
+    names = list(tissue.class_names[1:])
+    for row, prediction in zip(rows, predictor.predict_files(images), strict=True):
+        region, tissues = prediction.masks[wound.name], prediction.masks[tissue.name]
+        assert row["wound_area_px"] == int(region.sum())
+        inside = int((tissues > 0).sum())
+        assert 0 < row["wound_area_px"] < region.size and 0 < inside
+        for k, name in enumerate(names, start=1):
+            assert row[f"fraction_{name}"] == int((tissues == k).sum()) / inside
 
 
 def test_a_model_without_a_tissue_map_reports_areas_only(series, champions, tmp_path):
