@@ -61,3 +61,12 @@ def isolated_mlflow(**env: str) -> Iterator[None]:
             while mlflow.active_run():
                 mlflow.end_run()
             mlflow.set_tracking_uri(None)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _mlflow_state_per_module() -> Iterator[None]:
+    """Every test module starts without MLflow env vars and leaves none behind: ``mlflow.set_tracking_uri``
+    exports ``MLFLOW_TRACKING_URI``, which a later module's subprocesses (``dvc repro``, Ray workers) would
+    inherit. Module-scoped, so a module fixture may point MLflow at its store for all of its tests."""
+    with isolated_mlflow():
+        yield

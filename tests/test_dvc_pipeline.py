@@ -24,7 +24,7 @@ FAKE_SECRET = "fake-secret-3f9d"  # noqa: S105 - must never reach MLflow
 
 def _dvc(cwd: Path, *args: str) -> str:
     env = {
-        **os.environ,
+        **{k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")},  # a user's team server too
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
         "RAY_AUTH_TOKEN": secrets.token_hex(16),  # the local Ray's token: nothing written to ~/.ray
         "AWS_SECRET_ACCESS_KEY": FAKE_SECRET,
