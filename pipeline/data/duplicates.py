@@ -7,8 +7,8 @@ training, and a copy under two labels contradicts itself. Ingest finds the group
 one fold (:func:`units`).
 
 Pixels, not file bytes, decide: the same image re-encoded (another PNG compressor, RGB-encoded grey)
-is still a duplicate. Each image is decoded to RGB (:func:`pipeline.data.images.read_image`; a grey image
-repeats its level, so grey and RGB-encoded grey agree) and hashed with its shape.
+is still a duplicate. Each image's RGB pixels (:func:`pipeline.data.images.read_image`; a grey image
+repeats its level, so grey and RGB-encoded grey agree) are hashed with their shape.
 """
 
 from __future__ import annotations
@@ -16,14 +16,12 @@ from __future__ import annotations
 import hashlib
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
-from pipeline.data.images import read_image
+import numpy as np
 
 
-def pixel_digest(path: Path) -> str:
-    """sha256 of the RGB pixels ``(3, H, W)`` uint8 of the PNG at ``path``, shape included."""
-    pixels = read_image(path, 3)
+def pixel_digest(pixels: np.ndarray) -> str:
+    """sha256 of an image's RGB pixels ``(3, H, W)`` uint8, shape included."""
     return hashlib.sha256(f"{pixels.shape}".encode() + pixels.tobytes()).hexdigest()
 
 

@@ -1,7 +1,9 @@
 """Decoding PNG images, binary masks and index (tissue) masks into numpy arrays (Pillow).
 
 Every function raises :class:`~pipeline.errors.DataError` naming the file when it is missing, is
-not a PNG or does not decode completely (truncated or corrupt data).
+not a PNG or does not decode completely (truncated or corrupt data). Images (not masks) must also be
+opaque: :func:`read_image` states the rule, which ingest, preprocess, ``predict`` and ``track`` all read
+images by.
 """
 
 from __future__ import annotations
@@ -35,14 +37,36 @@ def png_shape(path: Path) -> tuple[int, int]:
     return height, width
 
 
+def _transparent_pixels(img: Image.Image) -> int:
+    """How many pixels of ``img`` are not fully opaque: alpha below 255 (``RGBA``, ``LA``, ``PA``, a palette's
+    transparent entries) or equal to the PNG's transparent colour (its ``tRNS`` chunk, any mode)."""
+    if not img.has_transparency_data:
+        return 0
+    if img.mode in _SIXTEEN_BIT_MODES:  # Pillow's RGBA conversion of 16-bit grey ignores the transparent colour
+        return int((np.asarray(img) == img.info["transparency"]).sum())
+    return int((np.asarray(img.convert("RGBA"))[..., 3] != 255).sum())
+
+
+def _decode_opaque(path: Path) -> Image.Image:
+    """:func:`_decode` ``path``, then DataError naming it if any pixel is transparent (:func:`read_image`)."""
+    img = _decode(Path(path))
+    transparent = _transparent_pixels(img)
+    if transparent:
+        raise DataError(
+            f"{path}: has transparent pixels ({transparent} of {img.width * img.height}, PNG mode {img.mode}); "
+            "an image must be opaque, as a transparent pixel has no faithful grey or colour value"
+        )
+    return img
+
+
 def read_grey(path: Path) -> np.ndarray:
-    """Read a PNG as grey levels: ``(H, W)`` uint8, 0 = black.
+    """Read an opaque PNG as grey levels: ``(H, W)`` uint8, 0 = black (the 1-channel case of :func:`read_image`).
 
     Grey (``L``, ``LA``), palette and colour PNGs are converted with the ITU-R 601 luma weights,
-    which return the original value for RGB-encoded grey (R = G = B); alpha is dropped. 16-bit grey
-    is scaled from 0..65535 to 0..255 (rounded).
+    which return the original value for RGB-encoded grey (R = G = B); an opaque alpha channel is dropped.
+    16-bit grey is scaled from 0..65535 to 0..255 (rounded).
     """
-    img = _decode(Path(path))
+    img = _decode_opaque(Path(path))
     if img.mode in _SIXTEEN_BIT_MODES:
         wide = np.clip(np.asarray(img, dtype=np.int64), 0, 65535)
         return ((wide * 255 + 32767) // 65535).astype(np.uint8)
@@ -50,13 +74,19 @@ def read_grey(path: Path) -> np.ndarray:
 
 
 def read_image(path: Path, channels: int) -> np.ndarray:
-    """Read a PNG as ``(channels, H, W)`` uint8: grey levels (:func:`read_grey`) for 1 channel, RGB for 3.
+    """Read an image PNG as ``(channels, H, W)`` uint8, by the one rule for images that ingest, preprocess,
+    ``predict`` and ``track`` all follow through this function.
 
-    A grey PNG read as RGB repeats its grey level in every channel; alpha is dropped.
+    The rule: a PNG that decodes completely, every pixel opaque. A transparent pixel (alpha below 255, or the
+    PNG's transparent colour) shows whatever lies behind it, so it has no faithful grey or colour value: the
+    image is refused with a DataError naming the file and how many pixels are transparent, never flattened
+    onto a guessed background. An alpha channel that is opaque everywhere carries nothing and is dropped, so
+    an opaque ``RGBA`` image reads as its RGB content. 1 channel: grey levels (:func:`read_grey`); 3: RGB, a
+    grey PNG repeating its grey level in every channel. Masks are not images: :func:`read_mask` ignores alpha.
     """
     if channels == 1:
         return read_grey(path)[None]
-    img = _decode(Path(path))
+    img = _decode_opaque(Path(path))
     if img.mode in _SIXTEEN_BIT_MODES:
         return np.repeat(read_grey(path)[None], 3, axis=0)
     return np.asarray(img.convert("RGB"), dtype=np.uint8).transpose(2, 0, 1)

@@ -3,9 +3,11 @@
 ``data.source`` is ``synthetic`` (generated from ``seed`` in the layout of the workload) or a local
 folder, archive or S3 prefix (:mod:`pipeline.data.sources`) in the layout ``data.layout``: ``busi``
 (:mod:`pipeline.data.busi`), ``dfutissue`` or ``fuseg`` (:mod:`pipeline.data.wound_layouts`). Every
-image and mask is decoded and size-checked (tissue index masks value-checked against ``data.tissues``)
-before the output replaces the previous one, so a failure leaves ``out_dir`` as it was. A missing
-source, or a folder of another layout, fails naming the path and the layout ``data.layout`` expects.
+image is read by the rule for images that ``predict`` follows too (:func:`pipeline.data.images.read_image`:
+an image with transparent pixels stops ingest), every mask decoded and size-checked (tissue index masks
+value-checked against ``data.tissues``) before the output replaces the previous one, so a failure leaves
+``out_dir`` as it was. A missing source, or a folder of another layout, fails naming the path and the
+layout ``data.layout`` expects.
 The ``data.tissues`` that occur in no tissue mask of the dataset are printed and recorded in the manifest.
 """
 
@@ -67,13 +69,9 @@ def _dataset_folder(params: Params) -> Iterator[Path]:
             yield folder
 
 
-def _check(image: SourceImage, params: Params) -> set[int]:
-    """Decode and size-check the files; a DFUTissue annotation must be an index PNG of ``data.tissues``.
-
-    Returns the index values of the tissue mask (``0`` background, ``k`` tissue ``k - 1``); empty for the
-    layouts without one.
-    """
-    check(image)
+def _tissue_values(image: SourceImage, params: Params) -> set[int]:
+    """The index values of ``image``'s tissue mask (``0`` background, ``k`` tissue ``k - 1``), which must be an
+    index PNG of ``data.tissues``; empty for the layouts without one."""
     if params.data.layout != "dfutissue":
         return set()
     names = wound_layouts.tissue_names([t.name for t in params.data.tissues])
@@ -107,10 +105,11 @@ def run(params: Params, out_dir: Path) -> None:
     with _dataset_folder(params) as folder, atomic.atomic_dir(Path(out_dir)) as tmp:
         records, digests, tissue_values = [], {}, set()
         for image in tqdm(SCANNERS[params.data.layout](folder, params), desc="ingest", unit="image"):
-            tissue_values |= _check(image, params)
+            pixels = check(image)
+            tissue_values |= _tissue_values(image, params)
             record = _copy(image, tmp)
             records.append(record)
-            digests[record.id] = duplicates.pixel_digest(tmp / record.image)
+            digests[record.id] = duplicates.pixel_digest(pixels)
         groups = duplicates.duplicate_groups(digests)
         if groups:
             labels = {r.id: r.label for r in records}

@@ -6,7 +6,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.data.images import png_shape
+import numpy as np
+
+from pipeline.data.images import png_shape, read_image
 from pipeline.errors import DataError
 
 SKIPPED_DIRS = ("__MACOSX",)
@@ -48,9 +50,14 @@ def shallowest(folder: Path, matches: Callable[[Path], bool], what: str, expecte
     raise DataError(f"{folder}: no {what} found at any depth ({expected})")
 
 
-def check(image: SourceImage) -> None:
-    """Decode the image and each of its masks; raise DataError unless all decode and sizes agree."""
-    shape = png_shape(image.image)
+def check(image: SourceImage) -> np.ndarray:
+    """Read the image by the rule for images (:func:`~pipeline.data.images.read_image`, as RGB) and decode each
+    of its masks; raise DataError unless all are readable and their sizes agree.
+
+    Returns the image's pixels ``(3, H, W)`` uint8.
+    """
+    pixels = read_image(image.image, 3)
+    shape = pixels.shape[1:]
     for mask in image.masks:
         mask_shape = png_shape(mask)
         if mask_shape != shape:
@@ -58,3 +65,4 @@ def check(image: SourceImage) -> None:
                 f"{mask}: mask is {mask_shape[1]}x{mask_shape[0]} px but its image {image.image.name} "
                 f"is {shape[1]}x{shape[0]} px"
             )
+    return pixels

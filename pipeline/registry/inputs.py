@@ -5,9 +5,10 @@
 → :func:`pipeline.data.preprocess.resize_image` per channel to ``S × S`` → float32 ``x / 127.5 - 1``
 (the scaling of :func:`pipeline.train.loop.to_tensors`).
 
-A 1-channel model was trained on grey ultrasound: a file whose colour channels differ (a colour picture)
-or that has transparent pixels has no faithful grey reading, so it is rejected with a :class:`DataError`
-rather than converted with luma weights. A 3-channel model reads colour as training did (alpha dropped).
+``read_image`` refuses an image with transparent pixels, as it does in training (the rule for images is
+stated there). A 1-channel model was trained on grey ultrasound: a file whose colour channels differ (a colour
+picture) has no faithful grey reading, so it is rejected with a :class:`DataError` rather than converted with
+luma weights. A 3-channel model reads colour as training did.
 """
 
 from __future__ import annotations
@@ -61,15 +62,13 @@ def read_input(path: Path, size: int, channels: int) -> ModelInput:
 
 
 def _check_grey(path: Path) -> None:
-    """DataError if the (already decoded) image at ``path`` has differing colour channels or transparency."""
+    """DataError if the (already decoded, opaque) image at ``path`` has differing colour channels."""
     with Image.open(path) as img:
         if img.mode in _GREY_MODES:
             return
         mode = img.mode
-        rgba = np.asarray(img.convert("RGBA"))
-    if (rgba[..., 3] != 255).any():
-        raise DataError(f"{path}: has transparent pixels (mode {mode}); expected an opaque grey image")
-    if (rgba[..., 0] != rgba[..., 1]).any() or (rgba[..., 1] != rgba[..., 2]).any():
+        rgb = np.asarray(img.convert("RGB"))
+    if (rgb[..., 0] != rgb[..., 1]).any() or (rgb[..., 1] != rgb[..., 2]).any():
         raise DataError(
             f"{path}: colour image (mode {mode}, its R, G and B channels differ); the model takes grey images "
             "(one channel, or RGB with R = G = B)"

@@ -1,12 +1,14 @@
-"""Reading PNGs as grey images and binary masks, whatever their encoding."""
+"""Reading PNGs as grey or RGB images and binary masks, whatever their encoding; an image must be opaque."""
 
 from __future__ import annotations
+
+import re
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.data.images import read_grey, read_mask
+from pipeline.data.images import read_grey, read_image, read_mask
 from pipeline.errors import DataError
 
 GREY = np.arange(0, 240, dtype=np.uint8).reshape(12, 20)
@@ -17,6 +19,49 @@ def test_grey_values_survive_any_8_bit_encoding(tmp_path, mode):
     path = tmp_path / f"{mode}.png"
     Image.fromarray(GREY).convert(mode).save(path)
     np.testing.assert_array_equal(read_grey(path), GREY)
+
+
+def _alpha(mode: str):
+    """``GREY`` in ``mode`` with an alpha channel, its first pixel transparent."""
+    def save(path):
+        image = Image.fromarray(GREY).convert(mode)
+        alpha = np.full(GREY.shape, 255, np.uint8)
+        alpha[0, 0] = 0
+        image.putalpha(Image.fromarray(alpha))
+        image.save(path)
+    return save
+
+
+def _transparent_colour(mode: str):
+    """``GREY`` in ``mode`` whose PNG names the first pixel's value its transparent colour (a tRNS chunk)."""
+    def save(path):
+        image = Image.fromarray(GREY).convert(mode)
+        image.save(path, transparency=image.getpixel((0, 0)))
+    return save
+
+
+def _sixteen_bit_transparent_colour(path):
+    wide = GREY.astype(np.uint16) * 257
+    Image.fromarray(wide).save(path, transparency=int(wide[0, 0]))
+
+
+TRANSPARENT = {
+    "RGBA": _alpha("RGBA"),
+    "LA": _alpha("LA"),
+    "palette tRNS": _transparent_colour("P"),
+    "grey tRNS": _transparent_colour("L"),
+    "RGB tRNS": _transparent_colour("RGB"),
+    "16-bit tRNS": _sixteen_bit_transparent_colour,
+}
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("save", TRANSPARENT.values(), ids=TRANSPARENT.keys())
+def test_an_image_with_a_transparent_pixel_is_refused_however_it_is_encoded(tmp_path, save, channels):
+    path = tmp_path / "scan.png"
+    save(path)
+    with pytest.raises(DataError, match=rf"^{re.escape(str(path))}: has transparent pixels \(1 of 240, "):
+        read_image(path, channels)
 
 
 def test_16_bit_grey_is_scaled_to_the_8_bit_range(tmp_path):
