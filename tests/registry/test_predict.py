@@ -177,15 +177,13 @@ def test_bad_files_are_reported_and_the_rest_still_predicted(champion, tmp_path,
     good = [shutil.copy(path, tmp_path / f"good{i}.png") for i, path in enumerate(champion["files"][:2])]
     garbage = tmp_path / "garbage.png"
     garbage.write_bytes(b"\x89PNG\r\n\x1a\nnot really")
-    colour = tmp_path / "colour.png"
-    Image.fromarray(np.dstack([np.full((40, 40), v, np.uint8) for v in (200, 30, 30)])).save(colour)
     transparent = tmp_path / "transparent.png"
     rgba = Image.open(good[0]).convert("RGBA")
     rgba.putalpha(128)
     rgba.save(transparent)
     jpeg = tmp_path / "scan.jpg"
     Image.open(good[0]).save(jpeg)
-    inputs = [good[0], garbage, colour, transparent, jpeg, tmp_path / "missing.png", good[1]]
+    inputs = [good[0], garbage, transparent, jpeg, tmp_path / "missing.png", good[1]]
 
     assert _run_cli(champion, inputs, tmp_path / "out") == 2
     err = capsys.readouterr().err
@@ -193,19 +191,19 @@ def test_bad_files_are_reported_and_the_rest_still_predicted(champion, tmp_path,
     assert [r["file"] for r in records] == [str(p) for p in inputs]
     status = {r["file"]: (r["status"], r["error"]) for r in records}
     assert status[str(good[0])] == status[str(good[1])] == ("ok", None)
-    for path, reason in ((garbage, "unreadable or corrupt image"), (colour, "colour image"),
+    for path, reason in ((garbage, "unreadable or corrupt image"),
                          (transparent, "transparent pixels"), (jpeg, "expected a PNG image, got JPEG"),
                          (tmp_path / "missing.png", "no such file")):
         state, error = status[str(path)]
         assert state == "error" and error.startswith(str(path)) and reason in error, error
         assert f"error: {error}" in err
-    assert "5 of 7 images could not be predicted" in err.splitlines()[-1]
+    assert "4 of 6 images could not be predicted" in err.splitlines()[-1]
     for record in records[:1] + records[-1:]:
         assert (tmp_path / "out" / record["lesion_mask"]).is_file()
     with open(tmp_path / "out" / "predictions.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert [(r["status"], r["lesion_area_px"] == "") for r in rows] == [
-        ("ok", False), *[("error", True)] * 5, ("ok", False)]
+        ("ok", False), *[("error", True)] * 4, ("ok", False)]
 
 
 @pytest.mark.parametrize(
