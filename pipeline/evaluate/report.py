@@ -45,6 +45,7 @@ TITLE = "Multi-task balancing: evaluation report"
 SECTIONS = (
     "Provenance",
     "Table II: test metrics",
+    "Fold ensembles",
     "Table III: training efficiency",
     "Paired comparisons with equal weighting",
     "Task weights and temperature",
@@ -99,7 +100,7 @@ def report_blocks(
     balancer's ``history.csv`` records (every fold); ``duplicates``: the split's groups of images with identical
     pixels; ``absent_tissues``: the configured tissues that no mask of the dataset has."""
     tasks = {t["name"]: t["kind"] for t in summary["tasks"]}
-    provenance, table_ii, table_iii, paired, weights, losses, converged, predictions, sweep = SECTIONS
+    provenance, table_ii, ensembles, table_iii, paired, weights, losses, converged, predictions, sweep = SECTIONS
     epochs = {b: convergence_epochs(records, list(tasks)) for b, records in histories.items()}
     histories = {b: mean_over_folds(records) for b, records in histories.items()}
     blocks: list[Block] = [
@@ -110,6 +111,12 @@ def report_blocks(
         blocks += [Heading(f"{task} ({kind})", 3), sections.table_ii(summary, task, kind)]
         if kind == "multiclass_segmentation":
             blocks += [Paragraph(f"{task}: each class"), *sections.per_class(summary, task)]
+    blocks += [Heading(ensembles), Paragraph(
+        "Each balancer's fold models as one model that averages their probabilities (what `registry.package: "
+        "ensemble` registers), on the same test images: one model, so one value per metric."
+    )]
+    for task, kind in tasks.items():
+        blocks += [Heading(f"{task} ({kind})", 3), sections.ensembles(summary, task, kind)]
     blocks += [Heading(table_iii), sections.table_iii(summary)]
     blocks += [Heading(paired), *sections.comparisons(statistics, summary)]
     blocks.append(Heading(weights))

@@ -62,6 +62,15 @@ def table_ii(summary: Mapping[str, Any], task: str, kind: str) -> Table:
     return _fold_table(summary, task, names, names, [TABLE_II_DIGITS] * len(names), higher_is_better=True)
 
 
+def ensembles(summary: Mapping[str, Any], task: str, kind: str) -> Table:
+    """One task's test metrics of each balancer's fold ensemble (its fold models averaging their probabilities:
+    one model, so one value, not a mean over folds), the Table II columns of its kind."""
+    names = TABLE_II[kind]
+    balancers = summary["balancers"]
+    values = [[{"mean": summary["ensembles"][b][task][n], "std": math.nan} for n in names] for b in balancers]
+    return _table(balancers, values, names, [TABLE_II_DIGITS] * len(names), higher_is_better=True)
+
+
 def per_class(summary: Mapping[str, Any], task: str) -> list[Block]:
     """A multi-class segmentation task's test Dice and IoU of each foreground class (pixels summed over the
     test set), a row per balancer; a class absent from the test ground truth shows as :data:`ABSENT`, with a
@@ -180,6 +189,17 @@ def _fold_table(
 ) -> Table:
     balancers = summary["balancers"]
     values = [[summary["results"][b][group].get(n) for n in names] for b in balancers]
+    return _table(balancers, values, titles, digits, higher_is_better)
+
+
+def _table(
+    balancers: Sequence[str],
+    values: Sequence[Sequence[Mapping[str, float] | None]],
+    titles: Sequence[str],
+    digits: Sequence[int],
+    higher_is_better: bool,
+) -> Table:
+    """A row per balancer of ``values`` (``{"mean", "std"}`` per column, None: absent), best means in bold."""
     columns = []
     for j, d in enumerate(digits):
         means = [math.nan if row[j] is None else round(row[j]["mean"], d) for row in values]

@@ -4,7 +4,9 @@ For each balancer of ``train.balancers`` and each fold of ``train.folds`` (null 
 best checkpoint ``<models>/<balancer>/fold_<k>/best.pt`` predicts every test image of ``<data>``
 (the preprocessed originals of the split's test ids, as the train stage tests them). Efficiency
 figures (peak memory, longest and median step time, longest epoch time) come from the train stage's
-``<metrics>/<balancer>/folds.json``. Means and standard deviations are over folds.
+``<metrics>/<balancer>/folds.json``. Means and standard deviations are over folds. Each balancer's fold
+ensemble (:class:`~pipeline.evaluate.ensemble.FoldEnsemble`: the fold models averaging their
+probabilities, what ``registry.package: ensemble`` registers) is evaluated on the same test images too.
 
 Paired statistics (see :mod:`pipeline.evaluate.paired`): each balancer against ``equal`` on the same
 test images; per image, segmentation Dice averaged over the fold models (Wilcoxon signed-rank) and
@@ -14,12 +16,13 @@ per task across balancers when ``evaluate.holm``.
 Outputs under ``<reports>`` (the paths ``dvc.yaml`` declares), each replaced atomically:
 
 - ``metrics.json`` — DVC metrics: ``{balancer: {task: {Table II metric: mean}, "efficiency": {Table III
-  figure: mean}}}``;
+  figure: mean}, "ensemble": {task: {Table II metric: value}}}}``;
 - ``per_fold.csv`` — one row per (balancer, fold): ``balancer, fold, <task>/<metric>...,
   efficiency/<figure>...`` (every test metric of :class:`~pipeline.evaluate.metrics.TaskMetrics`);
 - ``summary.csv`` — one row per balancer: ``<group>/<name>/mean`` and ``<group>/<name>/std``;
 - ``evaluation/summary.json`` — ``{"balancers", "folds", "test_images", "tasks": [{"name", "kind", "classes"}],
-  "results": {balancer: {group: {name: {"mean", "std", "folds": [...]}}}}}``;
+  "results": {balancer: {group: {name: {"mean", "std", "folds": [...]}}}},
+  "ensembles": {balancer: {task: {metric: value}}}}``;
 - ``evaluation/per_image.csv`` — one row per (balancer, fold, test image): ``index`` (test row),
   ``id``; per segmentation task ``dice``, ``iou``; per classification task ``label``, ``predicted``
   (class names), ``correct`` (0/1) and ``p_<class>`` (softmax probability of every class);
@@ -45,9 +48,12 @@ from pipeline.atomic import atomic_dir, atomic_write_bytes, atomic_write_json, a
 from pipeline.config import STL, Params
 from pipeline.data.folds import ArraySet, load_test
 from pipeline.errors import ConfigError, DataError
+from pipeline.evaluate.ensemble import FoldEnsemble
 from pipeline.evaluate.inference import ModelPass, load_model, model_pass
 from pipeline.evaluate.paired import paired_values, statistics_document
-from pipeline.evaluate.summary import EFFICIENCY, TABLE_III, fold_rows, headline, over_folds, summary_row
+from pipeline.evaluate.summary import (
+    EFFICIENCY, ENSEMBLE, TABLE_III, ensemble_headline, fold_rows, headline, over_folds, summary_row,
+)
 from pipeline.tasks import Task, build_tasks
 from pipeline.tracking.results import history_csv
 from pipeline.train.checkpoint import BEST
@@ -59,23 +65,24 @@ EVALUATION_DIR = paths.EVALUATION.relative_to(paths.REPORTS)
 def run(params: Params, data: Path, models_dir: Path, metrics_dir: Path, reports: Path) -> dict[str, Any]:
     """Evaluate every (balancer, fold) checkpoint on the test split and write the outputs; returns metrics.json."""
     tasks = build_tasks(params)
-    if any(t.name == EFFICIENCY for t in tasks):
-        raise ConfigError(f"tasks: the name {EFFICIENCY!r} is reserved for the evaluate stage's efficiency figures")
+    reserved = [t.name for t in tasks if t.name in (EFFICIENCY, ENSEMBLE)]
+    if reserved:
+        raise ConfigError(
+            f"tasks: the name {reserved[0]!r} is reserved for the evaluate stage's figures "
+            f"({EFFICIENCY!r}: training efficiency, {ENSEMBLE!r}: the fold ensemble's test metrics)"
+        )
     balancers, folds = params.train.balancers, params.folds
     checkpoints = checkpoint_paths(Path(models_dir), balancers, folds)
     efficiency = {b: read_efficiency(Path(metrics_dir) / b / "folds.json", folds) for b in balancers}
     test = load_test(data)
     keep = contour_rows(tasks, test, params.evaluate.contour_images)
     device = select_device(params.train.device)
-    passes = {
-        b: [
-            model_pass(
-                load_model(params, tasks, path, device, b == STL), tasks, test, params.train.batch_size, device, keep
-            )
-            for path in paths
-        ]
-        for b, paths in checkpoints.items()
-    }
+    passes, ensembles = {}, {}
+    for b, fold_paths in checkpoints.items():
+        members = [load_model(params, tasks, path, device, b == STL) for path in fold_paths]
+        passes[b] = [model_pass(m, tasks, test, params.train.batch_size, device, keep) for m in members]
+        ensemble = model_pass(FoldEnsemble(tasks, members), tasks, test, params.train.batch_size, device, keep[:0])
+        ensembles[b] = ensemble.metrics
 
     figures = {b: [p.metrics | {EFFICIENCY: e} for p, e in zip(passes[b], efficiency[b])] for b in balancers}
     summaries = {b: over_folds(figures[b]) for b in balancers}
@@ -84,6 +91,7 @@ def run(params: Params, data: Path, models_dir: Path, metrics_dir: Path, reports
         "balancers": list(balancers), "folds": list(folds), "test_images": len(test),
         "tasks": [{"name": t.name, "kind": t.kind, "classes": list(t.class_names)} for t in tasks],
         "results": summaries,
+        "ensembles": ensembles,
     }
     per_image = [
         row for b in balancers for k, p in zip(folds, passes[b]) for row in image_rows(tasks, b, k, test.ids, p)
@@ -98,7 +106,7 @@ def run(params: Params, data: Path, models_dir: Path, metrics_dir: Path, reports
     atomic_write_text(Path(reports) / "per_fold.csv", history_csv(per_fold))
     atomic_write_text(Path(reports) / "summary.csv", history_csv([summary_row(b, summaries[b]) for b in balancers]))
     kinds = {t.name: t.kind for t in tasks}
-    metrics = {b: headline(summaries[b], kinds) for b in balancers}
+    metrics = {b: headline(summaries[b], kinds) | {ENSEMBLE: ensemble_headline(ensembles[b], kinds)} for b in balancers}
     atomic_write_json(Path(reports) / "metrics.json", metrics)
     return metrics
 

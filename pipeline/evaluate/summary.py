@@ -15,6 +15,9 @@ import numpy as np
 EFFICIENCY = "efficiency"
 """Group name of the training-efficiency figures (a task may not be named so)."""
 
+ENSEMBLE = "ensemble"
+"""Group name of the fold ensemble's test metrics in ``metrics.json`` (a task may not be named so)."""
+
 TABLE_II = {
     "binary_segmentation": ("accuracy", "dice", "iou", "auc", "recall", "precision"),
     "multiclass_segmentation": ("accuracy", "dice", "iou"),
@@ -58,6 +61,14 @@ def headline(summary: Summary, kinds: Mapping[str, str]) -> dict[str, dict[str, 
     (``kinds``: task name → kind) and of the Table III efficiency figures."""
     out = {task: {m: summary[task][m]["mean"] for m in TABLE_II[kind]} for task, kind in kinds.items()}
     return out | {EFFICIENCY: {k: summary[EFFICIENCY][k]["mean"] for k in TABLE_III}}
+
+
+def ensemble_headline(
+    metrics: Mapping[str, Mapping[str, float]], kinds: Mapping[str, str]
+) -> dict[str, dict[str, float]]:
+    """A fold ensemble's Table II metrics per task (``metrics``: ``{task: {metric: value}}`` of one pass over the
+    test set) for ``reports/metrics.json``."""
+    return {task: {m: metrics[task][m] for m in TABLE_II[kind]} for task, kind in kinds.items()}
 
 
 def fold_rows(balancer: str, folds: Sequence[int], figures: Sequence[Figures]) -> list[dict[str, Any]]:

@@ -18,7 +18,7 @@ The model's ``model_config`` holds the params that rebuild the network (``worklo
 ``separate_tasks`` (the STL baseline: one network per task) and ``members``, the number of training
 checkpoints (``["model"]`` is the state dict, loaded with ``weights_only=True``) among its artifacts
 (:func:`member_keys`): one is a fold model, several a fold ensemble whose probabilities are the mean of its
-members' (:mod:`pipeline.registry.ensemble`). A config without ``members`` has one.
+members' (:mod:`pipeline.evaluate.ensemble`). A config without ``members`` has one.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from pipeline.config import Params, parse_params
 from pipeline.errors import DataError
 from pipeline.models import build_model
 from pipeline.models.base import MultiTaskModel
-from pipeline.registry.ensemble import FoldEnsemble
+from pipeline.evaluate.ensemble import FoldEnsemble
 from pipeline.tasks import Task, build_tasks
 from pipeline.train.checkpoint import load_checkpoint
 
@@ -95,7 +95,7 @@ class MultiTaskPyfunc(mlflow.pyfunc.PythonModel):
 
     After :meth:`load` (or MLflow's :meth:`load_context`): ``params``, ``tasks``, ``network`` (in eval mode:
     the :class:`~pipeline.models.base.MultiTaskModel` of a single checkpoint, else a
-    :class:`~pipeline.registry.ensemble.FoldEnsemble` of them) and the ``device`` it runs on.
+    :class:`~pipeline.evaluate.ensemble.FoldEnsemble` of them) and the ``device`` it runs on.
     """
 
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:

@@ -3,7 +3,7 @@
 A champion trained on another split (or another version of the data) is therefore compared with the
 candidate on the same images, by the same code (:func:`pipeline.train.loop.evaluate`, on the CPU). Each
 is scored as it is registered: a fold ensemble's network outputs the logits of its members' mean
-probabilities (:mod:`pipeline.registry.ensemble`), so its metrics are those of the averaged probabilities.
+probabilities (:mod:`pipeline.evaluate.ensemble`), so its metrics are those of the averaged probabilities.
 """
 
 from __future__ import annotations

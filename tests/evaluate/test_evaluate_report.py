@@ -6,6 +6,7 @@ import csv
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
@@ -97,6 +98,26 @@ def test_one_row_per_balancer_fold_and_test_image(evaluated, tiny_data):
         assert float(row["diagnosis/p_benign"]) + float(row["diagnosis/p_malignant"]) == pytest.approx(1.0, abs=1e-5)
     with (reports / "per_fold.csv").open() as fh:
         assert len(list(csv.DictReader(fh))) == len(BALANCERS) * len(params.folds)
+
+
+def test_fold_ensemble_scores_the_mean_of_the_fold_models_probabilities(evaluated, tiny_data):
+    params, reports, metrics, _, _ = evaluated
+    with (reports / "evaluation" / "per_image.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    test = load_test(tiny_data)
+    labels = test.read(np.arange(len(test)), ["label"])["label"]
+    for balancer in BALANCERS:
+        probability = np.zeros((len(test), 2))
+        for row in (r for r in rows if r["balancer"] == balancer):
+            probability[int(row["index"])] += [float(row["diagnosis/p_benign"]), float(row["diagnosis/p_malignant"])]
+        accuracy = float((probability.argmax(axis=1) == labels).mean())
+        ensemble = metrics[balancer]["ensemble"]
+        assert ensemble["diagnosis"]["accuracy"] == pytest.approx(accuracy)
+        assert set(ensemble["lesion"]) == set(TABLE_II["binary_segmentation"])
+    assert metrics["dwa"]["ensemble"] == metrics["equal"]["ensemble"]  # the same weights, fold by fold
+    markdown = (reports / "report.md").read_text()
+    section = markdown.split("\n## Fold ensembles\n")[1].split("\n## ")[0]
+    assert all(f"| {b} |" in section for b in BALANCERS)
 
 
 def test_identical_models_are_not_significantly_different(evaluated):
