@@ -34,9 +34,9 @@ import torch
 
 from pipeline.config import Params, parse_params
 from pipeline.errors import DataError
+from pipeline.evaluate.ensemble import FoldEnsemble
 from pipeline.models import build_model
 from pipeline.models.base import MultiTaskModel
-from pipeline.evaluate.ensemble import FoldEnsemble
 from pipeline.tasks import Task, build_tasks
 from pipeline.train.checkpoint import load_checkpoint
 
