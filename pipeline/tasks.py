@@ -34,20 +34,33 @@ class Task:
     def is_segmentation(self) -> bool:
         return self.kind != "classification"
 
+    @property
+    def target_classes(self) -> int:
+        """How many values a target takes: 2 for a binary mask, ``out_channels`` otherwise."""
+        return 2 if self.kind == "binary_segmentation" else self.out_channels
+
     def check_targets(self, values: np.ndarray, where: str) -> None:
         """Raise DataError if target ``values`` (any shape, integer) do not fit this task's kind.
 
         binary_segmentation: masks in {0, 1}; multiclass_segmentation (tissue index masks) and
         classification: class indices in ``0 .. out_channels - 1``.
         """
-        allowed = 2 if self.kind == "binary_segmentation" else self.out_channels
         present = np.unique(values)
-        bad = present[(present < 0) | (present >= allowed)]
+        bad = present[(present < 0) | (present >= self.target_classes)]
         if bad.size:
             raise DataError(
-                f"{where}: task {self.name!r} ({self.kind}) needs {self.target} values in 0..{allowed - 1}, "
-                f"found {bad[:10].tolist()}"
+                f"{where}: task {self.name!r} ({self.kind}) needs {self.target} values in "
+                f"0..{self.target_classes - 1}, found {bad[:10].tolist()}"
             )
+
+    def prior_logits(self, counts: np.ndarray) -> torch.Tensor:
+        """Logits ``(out_channels,)`` float32 whose prediction is the class frequencies of ``counts``
+        ``(target_classes,)``: ``log(p / (1 - p))`` of the foreground for a binary mask (the sigmoid gives
+        ``p``), ``log p_c`` per class otherwise (the softmax gives ``p``). Frequencies are clipped to
+        ``[1e-4, 1 - 1e-4]`` so an absent class gets a finite logit."""
+        p = np.clip(np.asarray(counts, np.float64) / max(int(np.sum(counts)), 1), 1e-4, 1 - 1e-4)
+        logits = np.log(p[1:] / (1 - p[1:])) if self.kind == "binary_segmentation" else np.log(p)
+        return torch.as_tensor(logits, dtype=torch.float32)
 
     def loss_fn(self) -> nn.Module:
         """Unweighted loss ``(prediction, target) -> scalar``.

@@ -43,5 +43,19 @@ class MultiTaskModel(nn.Module, ABC):
             raise ValueError(f"unknown task {task!r}; this model has {list(self.task_names)}")
         return list(self.heads[task].parameters())
 
+    def logit_layer(self, task: str) -> nn.Conv2d:
+        """The convolution that gives segmentation task ``task``'s logits (its bias is the logits' offset)."""
+        if task not in self.heads:
+            raise ValueError(f"unknown task {task!r}; this model has {list(self.task_names)}")
+        return self.heads[task].logit_layer
+
+    @torch.no_grad()
+    def start_at_priors(self, priors: dict[str, torch.Tensor]) -> None:
+        """Set each named segmentation task's logit bias to ``priors[task]`` ``(C_k,)``, so that before training
+        the task predicts those logits wherever its features are zero (see :meth:`pipeline.tasks.Task.prior_logits`)."""
+        for task, logits in priors.items():
+            bias = self.logit_layer(task).bias
+            bias.copy_(logits.to(bias.device, bias.dtype))
+
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         return self.decode(self.encode(x))

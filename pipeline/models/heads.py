@@ -38,6 +38,10 @@ class SegmentationHead(nn.Module):
         super().__init__()
         self.conv = nn.Conv2d(in_channels, out_channels, kernel_size=1)
 
+    @property
+    def logit_layer(self) -> nn.Conv2d:
+        return self.conv
+
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
         return self.conv(features[-1])
 

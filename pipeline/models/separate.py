@@ -57,6 +57,11 @@ class SeparateTaskModels(MultiTaskModel):
     def shared_parameters(self) -> list[nn.Parameter]:
         return []
 
+    def logit_layer(self, task: str) -> nn.Conv2d:
+        if task not in self.networks:
+            raise ValueError(f"unknown task {task!r}; this model has {list(self.task_names)}")
+        return self.networks[task].logit_layer(task)
+
     def task_parameters(self, task: str) -> list[nn.Parameter]:
         if task not in self.networks:
             raise ValueError(f"unknown task {task!r}; this model has {list(self.task_names)}")

@@ -64,6 +64,10 @@ class UNetHead(nn.Module):
             spatial_dims=2, in_channels=decoder_channels(width)[-1], out_channels=out_channels, kernel_size=3
         )
 
+    @property
+    def logit_layer(self) -> nn.Conv2d:
+        return self.out[0]  # MONAI's SegmentationHead: the convolution, then identity upsampling and activation
+
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
         return self.out(self.decoder(features, skip_connect=len(features) - 1))
 

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -83,3 +87,29 @@ def test_zero_copies_writes_empty_memory_mappable_arrays(root, tmp_path):
     meta, _ = _augment(root, tmp_path / "none", augment={"copies_per_image": 0})
     assert meta["ids"] == [] and meta["arrays"]["image"]["shape"] == [0, 1, 32, 32]
     assert np.load(tmp_path / "none" / "mask.npy", mmap_mode="r").shape == (0, 32, 32)
+
+
+# OpenCV's optional SIMD levels above the x86-64 baseline: disabling them makes this CPU behave like an older one.
+OLDER_CPU = "AVX512_SKX,AVX512_COMMON,AVX512_ICL,AVX512_CLX,AVX512_CNL,AVX2,FMA3,AVX,FP16,POPCNT,SSE4_2,SSE4_1,SSSE3"
+AUGMENT_IN_NEW_PROCESS = """
+import sys
+from pathlib import Path
+from pipeline.data import augment
+from pipeline.data.folds import PREPROCESSED_DIR, SPLIT_DIR
+from tests.data.fixtures_arrays import make_params
+root, out = map(Path, sys.argv[1:])
+augment.run(make_params(), preprocessed=root / PREPROCESSED_DIR, split=root / SPLIT_DIR, out_dir=out)
+"""
+
+
+def test_augmented_bytes_do_not_depend_on_the_cpus_simd_instructions(root, tmp_path):
+    outputs = {}
+    for cpu, disabled in (("this", None), ("older", OLDER_CPU)):
+        env = {k: v for k, v in os.environ.items() if k != "OPENCV_CPU_DISABLE"}
+        if disabled:
+            env["OPENCV_CPU_DISABLE"] = disabled  # read when cv2 is imported, hence a new process
+        out = tmp_path / cpu
+        subprocess.run([sys.executable, "-c", AUGMENT_IN_NEW_PROCESS, str(root), str(out)], env=env, check=True,
+                       cwd=Path(__file__).resolve().parents[2])
+        outputs[cpu] = {name: (out / f"{name}.npy").read_bytes() for name in ("image", "mask")}
+    assert outputs["this"] == outputs["older"]
