@@ -57,6 +57,7 @@ def test_repro_is_incremental(tmp_path):
     assert _ran(first) == {"ingest", "split", "preprocess", "augment", "tune", "train@equal", "train@atdwa",
                            "evaluate", "report", "promote"}
     _assert_tracked(tmp_path, epochs=params["train"]["epochs"])
+    _assert_metrics_table(tmp_path, balancers=params["train"]["balancers"])
     assert "up to date" in _dvc(tmp_path, "status")
     assert _ran(_dvc(tmp_path, "repro")) == set()
 
@@ -70,6 +71,20 @@ def test_repro_is_incremental(tmp_path):
     assert set(json.loads((tmp_path / "reports" / "metrics.json").read_text())) == {"equal", "atdwa"}
     assert "## Table II: test metrics" in (tmp_path / "reports" / "report.md").read_text()
     assert json.loads((tmp_path / "reports" / "promotion.json").read_text())["decision"] in ("promoted", "refused")
+
+
+def _assert_metrics_table(root: Path, balancers: list[str]) -> None:
+    """`dvc metrics show` is a table a terminal can show: a row per balancer, the same dozen-or-fewer columns."""
+    shown = json.loads(_dvc(root, "metrics", "show", "--json"))["workspace"]["data"]
+    assert set(shown) == {f"metrics/{b}/metrics.json" for b in balancers}
+
+    def columns(tree: dict, prefix: str = "") -> set[str]:
+        return set().union(*(columns(v, f"{prefix}{k}.") if isinstance(v, dict) else {prefix + k}
+                             for k, v in tree.items()))
+
+    rows = [columns(file["data"]) for file in shown.values()]
+    assert all(row == rows[0] for row in rows) and len(rows[0]) <= 12
+    assert max(len(line) for line in _dvc(root, "metrics", "show").splitlines()) <= 160
 
 
 def _assert_tracked(root: Path, epochs: int) -> None:

@@ -112,13 +112,12 @@ HEADLINE = {"classification": ("accuracy", "f1"), "binary_segmentation": ("dice"
 
 
 def headline(tasks: tuple[Task, ...], document: dict[str, Any]) -> dict[str, Any]:
-    """The figures ``dvc metrics show`` tabulates per balancer: mean over folds of the best epoch's
-    validation metrics and of the test metrics, the best validation loss and the epochs run."""
+    """The row ``dvc metrics show`` prints for this balancer: the fold means of the headline test metrics per
+    task (``{task: {metric: value}}``), the best validation loss and the epochs run. Every balancer's file has
+    the same keys, so the table has one row per balancer and a column per figure; the validation figures and
+    the per-fold detail stay in ``folds.json``."""
     mean = document["mean"]
-    return {
-        split: {t.name: {m: mean[split][t.name][m] for m in HEADLINE[t.kind]} for t in tasks}
-        for split in ("val", "test")
-    } | {
+    return {t.name: {m: mean["test"][t.name][m] for m in HEADLINE[t.kind]} for t in tasks} | {
         "best_val_loss": mean["best_val_loss"],
         "epochs_run": mean["epochs_run"],
     }
