@@ -12,7 +12,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export RAY_USAGE_STATS_ENABLED := 0
 export NO_ALBUMENTATIONS_UPDATE := 1
 
-.PHONY: run test bench gpu-check clean-venv
+.PHONY: run test bench seeds gpu-check clean-venv
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found (Python 3.11 is required)"; exit 1; }
@@ -34,6 +34,11 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m pipeline bench
+
+# `make seeds [SEEDS="1 2 3 7 42"]`: the whole pipeline once per seed in seed_runs/ (README: Reproducibility; ~20 min each).
+SEEDS ?= 1 2 3 7 42
+seeds: $(STAMP)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pipeline seeds --seeds $(SEEDS)
 
 # `make gpu-check [DEVICE=auto|cuda|cpu]`: environment, one-rank all-reduce, every balancer and stl, predict (README).
 gpu-check: $(STAMP)

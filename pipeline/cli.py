@@ -57,6 +57,10 @@ def _bench(params, args) -> None:
     )
 
 
+def _seeds(params, args) -> None:
+    importlib.import_module("pipeline.bench.seeds").run(args.params, args.seeds, workdir=args.workdir, out=args.out)
+
+
 def _gpu_check(params, args) -> None:
     importlib.import_module("pipeline.bench.gpu_check").run(params, device=args.device, out=args.out)
 
@@ -150,6 +154,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS), help="parts to run (default: all)")
     p.add_argument("--out", type=Path, default=paths.REPORTS / "bench.json")
     p.add_argument("--quick", action="store_true", help="fewest rounds: checks the suite runs, figures are rough")
+
+    p = add("seeds", _seeds, "the whole pipeline once per seed in scratch copies: does each pass, the figures' range")
+    p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 7, 42])
+    p.add_argument("--workdir", type=Path, default=Path("seed_runs"), help="scratch copies (default: seed_runs/)")
+    p.add_argument("--out", type=Path, default=paths.REPORTS / "seeds.json")
 
     p = add("gpu-check", _gpu_check,
             "prove the device path in minutes: environment, all-reduce, every balancer and stl, predict")
