@@ -11,7 +11,7 @@ import importlib
 import sys
 from pathlib import Path
 
-from pipeline import paths
+from pipeline import logs, paths
 from pipeline.bench import PARTS
 from pipeline.config import BALANCERS, DEFAULT_PARAMS, load_params, with_overlay
 from pipeline.errors import PipelineError
@@ -58,7 +58,7 @@ def _bench(params, args) -> None:
 
 
 def _seeds(params, args) -> None:
-    importlib.import_module("pipeline.bench.seeds").run(args.params, args.seeds, workdir=args.workdir, out=args.out)
+    importlib.import_module("pipeline.bench.seeds").run(params, args.seeds, workdir=args.workdir, out=args.out)
 
 
 def _gpu_check(params, args) -> None:
@@ -116,6 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="mtl-pipeline", description="Multi-task medical imaging pipeline (DVC stages, Ray, MLflow)."
     )
     parser.add_argument("--params", type=Path, default=DEFAULT_PARAMS, help="params file (default: params.yaml)")
+    parser.add_argument("--verbose", action="store_true",
+                        help=f"Ray's and MLflow's informational messages too (or {logs.VERBOSE_ENV}=1)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str, func, help_: str) -> argparse.ArgumentParser:
@@ -155,9 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=paths.REPORTS / "bench.json")
     p.add_argument("--quick", action="store_true", help="fewest rounds: checks the suite runs, figures are rough")
 
-    p = add("seeds", _seeds, "the whole pipeline once per seed in scratch copies: does each pass, the figures' range")
+    p = add("seeds", _seeds, "train and score every balancer once per seed: does each pass, the figures' range")
     p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 7, 42])
-    p.add_argument("--workdir", type=Path, default=Path("seed_runs"), help="scratch copies (default: seed_runs/)")
+    p.add_argument("--workdir", type=Path, default=Path("seed_runs"), help="each seed's data and metrics (default: seed_runs/)")
     p.add_argument("--out", type=Path, default=paths.REPORTS / "seeds.json")
 
     p = add("gpu-check", _gpu_check,
@@ -219,6 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    logs.configure(args.verbose)
     try:
         params = None if args.command == "apply-profile" else load_params(args.params)
         args.func(params, args)

@@ -58,6 +58,7 @@ def test_repro_is_incremental(tmp_path):
                            "evaluate", "report", "promote"}
     _assert_tracked(tmp_path, epochs=params["train"]["epochs"])
     _assert_metrics_table(tmp_path, balancers=params["train"]["balancers"])
+    _assert_readable_log(first, balancers=params["train"]["balancers"], epochs=params["train"]["epochs"])
     assert "up to date" in _dvc(tmp_path, "status")
     assert _ran(_dvc(tmp_path, "repro")) == set()
 
@@ -73,9 +74,21 @@ def test_repro_is_incremental(tmp_path):
     assert json.loads((tmp_path / "reports" / "promotion.json").read_text())["decision"] in ("promoted", "refused")
 
 
+def _assert_readable_log(output: str, balancers: list[str], epochs: int) -> None:
+    """Written to a file (not a terminal), a run says one line per stage step and per epoch, no library chatter."""
+    assert "\r" not in output  # no progress-bar redraws
+    for chatter in ("TrainingReport(", "Checkpoint successfully created", "Failed to query Ray Train Controller",
+                    "INFO mlflow"):
+        assert chatter not in output
+    assert re.search(r"^augment: \d+ img in [\d.]+ s", output, re.MULTILINE)
+    lines = re.findall(r"\[(\w+) fold 0\] epoch +(\d+) \| .*dice [\d.]+ w [\d.]+ \| .*accuracy [\d.]+", output)
+    assert sorted(lines) == sorted((b, str(e)) for b in balancers for e in range(epochs))  # each once
+
+
 def _assert_metrics_table(root: Path, balancers: list[str]) -> None:
     """`dvc metrics show` is a table a terminal can show: a row per balancer, the same dozen-or-fewer columns."""
-    shown = json.loads(_dvc(root, "metrics", "show", "--json"))["workspace"]["data"]
+    (workspace,) = json.loads(_dvc(root, "metrics", "show", "--json")).values()  # keyed "" without git
+    shown = workspace["data"]
     assert set(shown) == {f"metrics/{b}/metrics.json" for b in balancers}
 
     def columns(tree: dict, prefix: str = "") -> set[str]:

@@ -22,11 +22,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from pipeline import atomic
 from pipeline.config import Params
 from pipeline.errors import ConfigError
+from pipeline.logs import progress
 from pipeline.data import busi, duplicates, sources, synthetic, wound_layouts, wound_synthetic
 from pipeline.data.images import read_index_mask
 from pipeline.data.manifest import Manifest, Record, write_manifest
@@ -104,12 +104,14 @@ def run(params: Params, out_dir: Path) -> None:
     """
     with _dataset_folder(params) as folder, atomic.atomic_dir(Path(out_dir)) as tmp:
         records, digests, tissue_values = [], {}, set()
-        for image in tqdm(SCANNERS[params.data.layout](folder, params), desc="ingest", unit="image"):
-            pixels = check(image)
-            tissue_values |= _tissue_values(image, params)
-            record = _copy(image, tmp)
-            records.append(record)
-            digests[record.id] = duplicates.pixel_digest(pixels)
+        with progress("ingest", "image") as counter:
+            for image in SCANNERS[params.data.layout](folder, params):
+                pixels = check(image)
+                tissue_values |= _tissue_values(image, params)
+                record = _copy(image, tmp)
+                records.append(record)
+                digests[record.id] = duplicates.pixel_digest(pixels)
+                counter.update(1)
         groups = duplicates.duplicate_groups(digests)
         if groups:
             labels = {r.id: r.label for r in records}

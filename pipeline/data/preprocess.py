@@ -29,7 +29,6 @@ from typing import Any
 
 import cv2
 import numpy as np
-from tqdm import tqdm
 
 from pipeline.atomic import atomic_dir, atomic_write_json
 from pipeline.config import Params
@@ -37,6 +36,7 @@ from pipeline.data.images import read_image, read_index_mask, read_mask
 from pipeline.data.wound_layouts import tissue_names
 from pipeline.data.manifest import Record, read_manifest
 from pipeline.errors import DataError
+from pipeline.logs import progress
 from pipeline.paths import MANIFEST
 
 ARRAY_DTYPES = {
@@ -134,7 +134,7 @@ def _single_threaded_cv2() -> None:
 def map_chunks(
     fn: Callable[[Any], Batch], chunks: Sequence[Any], workers: int, desc: str, total: int
 ) -> Iterator[Batch]:
-    """Yield ``fn(chunk)`` for every chunk, in order, with a tqdm bar counting ``total`` rows.
+    """Yield ``fn(chunk)`` for every chunk, in order, counting ``total`` rows (:func:`pipeline.logs.progress`).
 
     Chunks run in this process first. With ``workers > 1``, once the chunks left would take longer
     here, at the pace measured so far, than on a pool of ``workers`` processes including the pool's
@@ -143,7 +143,7 @@ def map_chunks(
     that pre-imports ``fn``'s module once. A small dataset therefore never waits for a pool that
     would cost more than its whole stage. The output does not depend on ``workers``.
     """
-    with tqdm(total=total, desc=desc, unit="img") as bar:
+    with progress(desc, "img", total) as bar:
         started, done = time.perf_counter(), 0
         while done < len(chunks):
             batch = fn(chunks[done])

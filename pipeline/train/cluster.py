@@ -21,6 +21,7 @@ import ray
 
 from pipeline.config import Params, ray_address
 from pipeline.errors import ConfigError, PipelineError
+from pipeline.logs import ray_log_level
 
 PROBE_TIMEOUT_S = 5.0
 DEFAULT_GCS_PORT = 6379
@@ -37,13 +38,15 @@ def connect(params: Params) -> None:
     if not ray.is_initialized():
         address = ray_address(params)
         if address is None:
-            ray.init(include_dashboard=False)
+            # The dashboard (loopback only) serves the state API that Ray Train's placement-group cleaner
+            # polls every second: without it, each poll logs a warning (thousands of lines per stage).
+            ray.init(include_dashboard=True, logging_config=ray.LoggingConfig(log_level=ray_log_level()))
         else:
             source = "ray.address" if params.ray.address else "$RAY_ADDRESS"
             if address not in _SEARCHED_ADDRESSES:
                 _probe(address, source)
             try:
-                ray.init(address=address)
+                ray.init(address=address, logging_config=ray.LoggingConfig(log_level=ray_log_level()))
             except (ConnectionError, RuntimeError, ray.exceptions.RayError) as exc:
                 raise PipelineError(f"{source} = {address!r}: cannot connect to the Ray cluster: {exc}") from None
     check_resources(params)

@@ -60,12 +60,12 @@ def run(params: Params, balancer: str, data: Path, out_dir: Path, metrics_dir: P
                 test_metrics = evaluate_on_driver(params, model, tasks, test)
                 example = to_tensors(test.read([0]), torch.device("cpu"))["image"]
                 log_fold_result(run_id, result, model, example, test_metrics, log_model=params.tracking.log_models)
-            per_fold[f"fold_{fold}"] = _fold_summary(result, test_metrics)
+            per_fold[f"fold_{fold}"] = fold_summary(result, test_metrics)
             history.extend(result.history)
     document = {
         "balancer": balancer,
         "folds": per_fold,
-        "mean": _mean_over_folds(list(per_fold.values())),
+        "mean": mean_over_folds(list(per_fold.values())),
         "baseline": {"test": trivial_baselines(tasks, test)},
     }
     atomic_write_json(Path(metrics_dir) / "folds.json", document)
@@ -100,11 +100,11 @@ class EpochReporter:
     """Runs in the rank-0 worker after each epoch: logs the record to MLflow and prints a progress line."""
 
     logger: EpochLogger
-    balancer: str
+    label: str
 
     def __call__(self, record: dict[str, Any]) -> None:
         self.logger(record)
-        _print_epoch(self.balancer, record)
+        _print_epoch(self.label, record)
 
 
 HEADLINE = {"classification": ("accuracy", "f1"), "binary_segmentation": ("dice", "iou", "auc"),
@@ -149,7 +149,7 @@ def trivial_baselines(tasks: tuple[Task, ...], data: ArraySet) -> dict[str, dict
     return out
 
 
-def _fold_summary(result: FoldResult, test_metrics: dict[str, dict[str, float]]) -> dict[str, Any]:
+def fold_summary(result: FoldResult, test_metrics: dict[str, dict[str, float]]) -> dict[str, Any]:
     return {
         "best_epoch": result.best_epoch,
         "epochs_run": len(result.history),
@@ -160,20 +160,24 @@ def _fold_summary(result: FoldResult, test_metrics: dict[str, dict[str, float]])
     }
 
 
-def _mean_over_folds(folds: list[dict[str, Any]]) -> dict[str, Any]:
+def mean_over_folds(folds: list[dict[str, Any]]) -> dict[str, Any]:
     """Element-wise mean of the numeric leaves shared by every fold summary."""
     first = folds[0]
     if isinstance(first, dict):
-        return {k: _mean_over_folds([f[k] for f in folds]) for k in first if all(k in f for f in folds)}
+        return {k: mean_over_folds([f[k] for f in folds]) for k in first if all(k in f for f in folds)}
     return float(np.mean(folds))
 
 
-def _print_epoch(balancer: str, record: dict[str, Any]) -> None:
-    losses = " ".join(f"{k.split('/', 1)[1]}={v:.4f}" for k, v in record.items() if k.startswith("val_loss/"))
-    weights = " ".join(f"{v:.3f}" for k, v in record.items() if k.startswith("weight/"))
-    print(
-        f"[{balancer} fold {record['fold']}] epoch {record['epoch']:3d} val {losses} "
-        f"weights [{weights}] T={record['temperature']} lr={record['lr']:.2e}",
-        flush=True,
-    )
-
+def _print_epoch(label: str, record: dict[str, Any]) -> None:
+    """One line per epoch with what a person watches: per task the training/validation loss, the validation
+    Dice (segmentation) or accuracy (classification) and the task weight; the temperature and learning rate."""
+    tasks = [key.split("/", 1)[1] for key in record if key.startswith("val_loss/")]
+    cells = []
+    for task in tasks:
+        score = next((m for m in ("dice", "accuracy") if f"val/{task}/{m}" in record), None)
+        shown = f" {score} {record[f'val/{task}/{score}']:.3f}" if score else ""
+        cells.append(f"{task} loss {record[f'train_loss/{task}']:.3f}/{record[f'val_loss/{task}']:.3f}{shown} "
+                     f"w {record[f'weight/{task}']:.2f}")
+    temperature = record.get("temperature")
+    print(f"[{label} fold {record['fold']}] epoch {record['epoch']:3d} | " + " | ".join(cells)
+          + f" | T {'-' if temperature is None else f'{temperature:.2f}'} lr {record['lr']:.1e}", flush=True)

@@ -29,6 +29,7 @@ from pipeline.atomic import atomic_write_bytes, atomic_write_json, atomic_write_
 from pipeline.config import Params, tracking_credentials, tracking_uri
 from pipeline.errors import ConfigError, PipelineError
 from pipeline.evaluate.metrics import TaskMetrics
+from pipeline.logs import is_verbose, on_terminal
 from pipeline.tasks import build_tasks
 from pipeline.tracking import stage_run
 from pipeline.tracking.runs import find_runs
@@ -178,7 +179,7 @@ def _tuner(params: Params, context: SweepContext) -> ray.tune.Tuner:
             name=context.sweep,
             storage_path=storage_path(params),
             failure_config=ray.tune.FailureConfig(max_failures=cfg.max_failures),
-            verbose=1,
+            verbose=1 if on_terminal() or is_verbose() else 0,  # the live trial table; a log gets epoch lines
         ),
     )
 
