@@ -35,10 +35,10 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m pipeline bench
 
-# `make seeds [SEEDS="1 2 3 7 42"]`: the whole pipeline once per seed in seed_runs/ (README: Reproducibility; ~20 min each).
+# `make seeds [SEEDS="1 2 3 7 42"]`: every balancer trained and scored once per seed in seed_runs/ (README: Reproducibility).
 SEEDS ?= 1 2 3 7 42
 seeds: $(STAMP)
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pipeline seeds --seeds $(SEEDS)
+	$(BIN)/python -m pipeline seeds --seeds $(SEEDS)
 
 # `make gpu-check [DEVICE=auto|cuda|cpu]`: environment, one-rank all-reduce, every balancer and stl, predict (README).
 gpu-check: $(STAMP)

@@ -63,11 +63,11 @@ def compute_seconds(run_dir: Path) -> list[float]:
     return load_checkpoint(Path(run_dir) / LAST)["timer"]["epoch_seconds"][1:]
 
 
-def job_params(params: Params, workers: int, threads: int, storage: Path) -> Params:
-    """``params`` for one configuration: ``EPOCHS`` epochs of fold 0, ``workers`` × ``threads``, on the CPU
+def job_params(params: Params, workers: int, threads: int, storage: Path, epochs: int = EPOCHS) -> Params:
+    """``params`` for one configuration: ``epochs`` epochs of fold 0, ``workers`` × ``threads``, on the CPU
     (a measurement of CPU workers against CPU threads, also on a machine with fewer GPUs than workers)."""
     return parse_params(deep_merge(params.model_dump(mode="json"), {
-        "train": {"epochs": EPOCHS, "folds": [0], "num_threads": threads, "early_stopping_patience": EPOCHS,
+        "train": {"epochs": epochs, "folds": [0], "num_threads": threads, "early_stopping_patience": epochs,
                   "device": "cpu"},
         "ray": {"num_workers": workers, "cpus_per_worker": threads, "storage_path": str(storage), "max_failures": 0},
     }), "distributed benchmark params")
@@ -82,8 +82,9 @@ def _in_process(params: Params, data_root: Path, work: Path, clock: EpochClock) 
         torch.set_num_threads(threads)
 
 
-def run(params: Params, data_root: Path, rounds: int = 2) -> dict[str, Any]:
-    """Median epoch time of each configuration and the ratios ``ray_1x2 / in_process`` and ``ray_2x1 / ray_1x2``."""
+def run(params: Params, data_root: Path, rounds: int = 2, epochs_per_run: int = EPOCHS) -> dict[str, Any]:
+    """Median epoch time of each configuration (epochs 1.. of each run: the first warms up) and the ratios
+    ``ray_1x2 / in_process`` and ``ray_2x1 / ray_1x2``."""
     work = Path(tempfile.mkdtemp(prefix="mtl-bench-distributed-"))
     configs = {
         "in_process": (1, CPUS),
@@ -102,7 +103,7 @@ def run(params: Params, data_root: Path, rounds: int = 2) -> dict[str, Any]:
                 run_dir = work / f"{name}-{r}"
                 run_dir.mkdir()
                 clock = EpochClock(str(run_dir / "epochs.txt"))
-                job = job_params(params, workers, threads, work / "ray_results")
+                job = job_params(params, workers, threads, work / "ray_results", epochs_per_run)
                 if name == "in_process":
                     _in_process(job, data_root, run_dir, clock)
                 else:
@@ -116,7 +117,7 @@ def run(params: Params, data_root: Path, rounds: int = 2) -> dict[str, Any]:
     per_epoch = {name: median(s) for name, s in epochs.items()}
     one, many = f"ray_1x{CPUS}", f"ray_{CPUS}x1"
     return {
-        "epochs_per_run": EPOCHS,
+        "epochs_per_run": epochs_per_run,
         "rounds": rounds,
         "train_rows": len(load_fold(data_root, 0).train),
         "epoch_s_median": per_epoch,
