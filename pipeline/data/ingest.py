@@ -104,7 +104,7 @@ def run(params: Params, out_dir: Path) -> None:
     """
     with _dataset_folder(params) as folder, atomic.atomic_dir(Path(out_dir)) as tmp:
         records, digests, tissue_values = [], {}, set()
-        with progress("ingest", "image") as counter:
+        with progress("ingest", "img") as counter:
             for image in SCANNERS[params.data.layout](folder, params):
                 pixels = check(image)
                 tissue_values |= _tissue_values(image, params)
