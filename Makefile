@@ -12,7 +12,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export RAY_USAGE_STATS_ENABLED := 0
 export NO_ALBUMENTATIONS_UPDATE := 1
 
-.PHONY: run test bench seeds gpu-check clean-venv
+.PHONY: run test test-expensive bench seeds gpu-check clean-venv
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found (Python 3.11 is required)"; exit 1; }
@@ -31,6 +31,10 @@ run: $(STAMP)
 # PYTHONFAULTHANDLER: a crash after pytest's own handler is off (interpreter shutdown) still prints its stack.
 test: $(STAMP)
 	PYTHONFAULTHANDLER=1 PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q
+
+# The fault tests `make test` leaves out for time (pytest marker `expensive`, README: Testing).
+test-expensive: $(STAMP)
+	PYTHONFAULTHANDLER=1 PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q -m expensive
 
 bench: $(STAMP)
 	$(BIN)/python -m pipeline bench

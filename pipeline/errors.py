@@ -15,3 +15,8 @@ class ConfigError(PipelineError):
 
 class DataError(PipelineError):
     """An input image, mask, archive, manifest or array is missing, corrupt or inconsistent."""
+
+
+class OutputError(PipelineError):
+    """An output could not be written because its device is full or its disk quota is spent; the previous
+    output is left as it was."""

@@ -21,6 +21,7 @@ import functools
 import hashlib
 import json
 import multiprocessing
+import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -189,8 +190,7 @@ def write_arrays(
     """
     shapes = array_shapes(len(ids), channels, size, names)
     arrays = {
-        name: np.lib.format.open_memmap(folder / f"{name}.npy", mode="w+", dtype=ARRAY_DTYPES[name], shape=shape)
-        for name, shape in shapes.items()
+        name: _allocated_memmap(folder / f"{name}.npy", ARRAY_DTYPES[name], shape) for name, shape in shapes.items()
     }
     row = 0
     for batch in batches:
@@ -221,6 +221,16 @@ def write_arrays(
             **extra,
         },
     )
+
+
+def _allocated_memmap(path: Path, dtype: np.dtype, shape: tuple[int, ...]) -> np.memmap:
+    """A new ``.npy`` file at ``path`` memory-mapped for writing, every block of it allocated up front: on a
+    full device this raises OSError (ENOSPC) here, where writing into a sparse map would kill the process
+    with SIGBUS at the first page the device has no room for."""
+    array = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+    with open(path, "r+b") as fh:
+        os.posix_fallocate(fh.fileno(), 0, os.fstat(fh.fileno()).st_size)
+    return array
 
 
 def open_arrays(folder: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:

@@ -4,7 +4,10 @@ into a local folder for the duration of a ``with`` block.
 Archives are checked entry by entry *before* anything is extracted: an absolute path, a ``..``
 component or a link pointing outside the extraction folder raises DataError naming the archive
 and the entry. S3 objects are downloaded with ``boto3.client("s3")``, which takes the endpoint
-(``AWS_ENDPOINT_URL``), credentials and region from the standard AWS environment and profile.
+(``AWS_ENDPOINT_URL``), credentials and region from the standard AWS environment and profile. An endpoint
+that is down or silent fails after :data:`S3_ATTEMPTS` tries, each bounded by :data:`S3_CONNECT_TIMEOUT_S` and
+:data:`S3_READ_TIMEOUT_S` (botocore's defaults would retry for minutes), naming the URI and the endpoint;
+what was downloaded by then is removed with its temporary folder, so no output is touched.
 """
 
 from __future__ import annotations
@@ -18,11 +21,22 @@ from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
 import boto3
-from botocore.exceptions import BotoCoreError, ClientError
+import botocore.exceptions
+from boto3.exceptions import Boto3Error, RetriesExceededError
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
 
 from pipeline.errors import DataError
 
 _ARCHIVE_SUFFIXES = (".zip", ".tar.gz", ".tgz")
+S3_ATTEMPTS = 3
+"""Tries of each S3 request, the first included (standard retry mode), before an endpoint that does not answer
+fails ingest."""
+S3_CONNECT_TIMEOUT_S = 5.0
+S3_READ_TIMEOUT_S = 30.0
+"""Per try: the seconds to open a connection, and to wait for each read of an answer (not a whole download)."""
+_NO_ANSWER = (botocore.exceptions.ConnectionError, HTTPClientError, RetriesExceededError)
+"""Refused, timed out or dropped connections: the endpoint is down, unreachable or silent."""
 
 
 @contextlib.contextmanager
@@ -100,7 +114,10 @@ def _download_s3(uri: str, dest: Path, expected: str) -> None:
         prefix += "/"
     count = 0
     try:
-        client = boto3.client("s3")
+        client = boto3.client("s3", config=Config(
+            connect_timeout=S3_CONNECT_TIMEOUT_S, read_timeout=S3_READ_TIMEOUT_S,
+            retries={"mode": "standard", "total_max_attempts": S3_ATTEMPTS},
+        ))
         for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
             for obj in page.get("Contents", []):
                 relative = obj["Key"][len(prefix) :]
@@ -111,7 +128,12 @@ def _download_s3(uri: str, dest: Path, expected: str) -> None:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 client.download_file(bucket, obj["Key"], os.fspath(target))
                 count += 1
-    except (BotoCoreError, ClientError) as exc:
+    except _NO_ANSWER as exc:
+        raise DataError(
+            f"{uri}: no answer from the S3 endpoint {client.meta.endpoint_url} after {S3_ATTEMPTS} tries "
+            f"({type(exc).__name__}); is it up, and is AWS_ENDPOINT_URL right?"
+        ) from None
+    except (BotoCoreError, ClientError, Boto3Error) as exc:
         raise DataError(f"{uri}: cannot read from S3 ({exc})") from None
     if count == 0:
         raise DataError(f"{uri}: no objects under this prefix ({expected})")

@@ -15,13 +15,25 @@ registry stages).
    own, whichever of the two either of them is, so each score is that of the model that would be served.
    :func:`pipeline.registry.gate.decide` compares these two scores. The version gets the alias
    ``challenger``, and ``champion`` too when the gate passes.
-4. The decision and its reasons go to ``report`` (``reports/promotion.json``, atomically) and to tags
-   of the version (``decision``, ``decision_reasons``, ``promotion_report``).
+4. The decision and its reasons are recorded before any alias moves: as tags of the version (``decision``,
+   ``decision_reasons``, ``promotion_report``), as tags and the artifact ``promotion.json`` of the ``promote``
+   run, and in ``report`` (``reports/promotion.json``, atomically). Only then does the version get the alias
+   ``challenger``, and ``champion`` too when the gate passes; last, its tag ``promotion_state`` turns from
+   ``pending`` (set when it is registered or re-gated) to ``complete``.
 
-Re-running changes nothing while nothing it depends on changed: when the candidate's version already
-holds a decision made with the same gate params, on the same data version, and ``champion`` still
-points where that decision left it, the recorded report is written again and no run, version, alias
-or tag is touched. Otherwise the existing version is gated again (no new version).
+Re-running changes nothing while nothing it depends on changed: when the candidate's version is complete and
+holds a decision made with the same gate params, on the same data version, and ``champion`` still points
+where that decision left it, the recorded report is written again and no run, version, alias or tag is
+touched. Otherwise the existing version is gated again (no new version).
+
+A driver killed at any point (SIGKILL, a lost node) leaves no alias on a version without its report, and no
+second version of the candidate. A rerun finds the candidate's ``pending`` version and finishes it: when it
+holds a decision that still stands (same gate params and data version, and ``champion`` where the decision
+found it or where it put it), the rerun writes that report, moves the aliases the decision gives and marks
+the version complete, without a new run or any scoring; a pending version without a decision, or with one
+that no longer stands, is gated again. The ``promote`` runs the killed driver left RUNNING (the one that
+registered the version and the one that recorded its decision) are marked KILLED. A driver killed between
+logging the model and registering it leaves that model in its run and no version; the rerun registers anew.
 """
 
 from __future__ import annotations
@@ -32,6 +44,7 @@ from typing import Any
 
 import mlflow
 import torch
+from mlflow.entities import RunStatus
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.tracking import MlflowClient
 
@@ -47,6 +60,8 @@ from pipeline.tracking import connect, lineage_tags, stage_run
 from pipeline.train.loop import to_tensors
 
 REPORT_TAG = "promotion_report"
+STATE_TAG = "promotion_state"
+PENDING, COMPLETE = "pending", "complete"
 
 
 def run(params: Params, models_dir: Path, metrics_dir: Path, data_root: Path, report: Path) -> dict[str, Any]:
@@ -59,22 +74,40 @@ def run(params: Params, models_dir: Path, metrics_dir: Path, data_root: Path, re
     client = MlflowClient()
     version = version_of_checkpoint(client, name, sha256)
     recorded = json.loads(version.tags[REPORT_TAG]) if version and REPORT_TAG in version.tags else None
+    pending = version is not None and version.tags.get(STATE_TAG) == PENDING
+    if pending:
+        _end_killed_runs(client, version, recorded)
     now = {
-        "champion": aliases(client, name).get(CHAMPION),
         "data_version": lineage_tags(params, data_root)["data_version"],
         "gate": params.registry.model_dump(mode="json"),
     }
-    if recorded is not None and all(recorded.get(k) == v for k, v in now.items()):
+    if recorded is not None and _stands(recorded, now, aliases(client, name).get(CHAMPION), pending):
         document = recorded
+        if pending:
+            _apply(client, document, report)
+        else:
+            atomic_write_json(report, document)
     else:
         with stage_run(params, "promote", None, data_root) as promote_run:
-            document = _promote(params, client, candidate, digests, version, data_root, promote_run.info.run_id)
-    atomic_write_json(report, document)
+            document = _decide(params, client, candidate, digests, version, data_root, promote_run.info.run_id)
+            _apply(client, document, report)
     _print(document)
     return document
 
 
-def _promote(
+def _stands(recorded: dict[str, Any], now: dict[str, Any], champion: str | None, pending: bool) -> bool:
+    """Whether the ``recorded`` decision still holds: made with ``now``'s gate params on its data version, and
+    the ``champion`` alias where the decision left it or, while the version is ``pending`` (its driver was
+    killed before it moved the aliases, or while it did), where the decision found it."""
+    same = all(recorded.get(key) == value for key, value in now.items())
+    places = {recorded["champion"]}
+    if pending:
+        previous = recorded["previous_champion"]
+        places.add(previous["version"] if previous else None)
+    return same and champion in places
+
+
+def _decide(
     params: Params,
     client: MlflowClient,
     candidate: Candidate,
@@ -84,7 +117,7 @@ def _promote(
     run_id: str,
 ) -> dict[str, Any]:
     """Register the candidate (``digests``: its checkpoints' sha256) unless ``version`` packages it already,
-    gate it, move the aliases, record."""
+    gate it and record the decision (:func:`_record`); no alias moves here."""
     name = params.registry.model_name
     sha256 = package_sha256(candidate.package, digests)
     data_version = client.get_run(run_id).data.tags["data_version"]
@@ -100,16 +133,13 @@ def _promote(
         previous = {"version": champion, **_package(client.get_model_version(name, champion)),
                     "test": score_on_test(model, f"the champion (version {champion})", params, test)}
     decision = decide(scores, None if previous is None else previous["test"], params.registry)
-    client.set_registered_model_alias(name, CHALLENGER, number)
-    if decision.promote:
-        client.set_registered_model_alias(name, CHAMPION, number)
     shown = params.registry.metric_names()
     document = {
         "model_name": name,
         "version": number,
         "decision": "promoted" if decision.promote else "refused",
         "reasons": list(decision.reasons),
-        "champion": aliases(client, name).get(CHAMPION),
+        "champion": number if decision.promote else champion,
         "candidate": {
             "package": candidate.package,
             "balancer": candidate.balancer,
@@ -151,14 +181,17 @@ def _register(
         "source_run_ids": ",".join(_training_run(client, candidate.balancer, k, data_version) for k in candidate.folds),
         "data_version": data_version,
         "selected_on": "validation",
+        STATE_TAG: PENDING,
     })
     return client.get_model_version(params.registry.model_name, registered.version)
 
 
 def _record(client: MlflowClient, document: dict[str, Any], decision: Decision) -> None:
-    """The decision as tags of the version and of the active promote run, with its scores and the report."""
+    """The decision as tags of the version (marked pending first) and of the active promote run, with its
+    scores and the report."""
     name, number = document["model_name"], document["version"]
     for key, value in (
+        (STATE_TAG, PENDING),
         ("decision", document["decision"]),
         ("decision_reasons", "; ".join(decision.reasons)),
         (REPORT_TAG, json.dumps(document, sort_keys=True)),
@@ -169,6 +202,24 @@ def _record(client: MlflowClient, document: dict[str, Any], decision: Decision) 
     if decision.champion_score is not None:
         mlflow.log_metric("champion_test_score", decision.champion_score)
     mlflow.log_dict(document, "promotion.json")
+
+
+def _apply(client: MlflowClient, document: dict[str, Any], report: Path) -> None:
+    """Write ``report``, give the version the aliases its recorded decision gives, then mark it complete."""
+    atomic_write_json(report, document)
+    name, number = document["model_name"], document["version"]
+    client.set_registered_model_alias(name, CHALLENGER, number)
+    if document["decision"] == "promoted":
+        client.set_registered_model_alias(name, CHAMPION, number)
+    client.set_model_version_tag(name, number, STATE_TAG, COMPLETE)
+
+
+def _end_killed_runs(client: MlflowClient, version: ModelVersion, recorded: dict[str, Any] | None) -> None:
+    """Mark KILLED the promote runs of a pending ``version`` that were left RUNNING: the one that registered it
+    and the one that ``recorded`` its decision."""
+    for run_id in {version.run_id, (recorded or {}).get("promote_run_id")} - {None}:
+        if client.get_run(run_id).info.status == RunStatus.to_string(RunStatus.RUNNING):
+            client.set_terminated(run_id, RunStatus.to_string(RunStatus.KILLED))
 
 
 def _package(version: ModelVersion) -> dict[str, Any]:

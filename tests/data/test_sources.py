@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import os
 import socket
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
-from pipeline.data import ingest
+from pipeline.data import ingest, sources
 from pipeline.data.manifest import read_manifest
 from pipeline.data.sources import local_folder
 from pipeline.errors import DataError
@@ -27,7 +33,7 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def s3(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+def s3_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ThreadedMotoServer]:
     """A real S3-compatible HTTP server (moto) on localhost, reached only through the AWS env vars."""
     port = _free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
@@ -39,8 +45,14 @@ def s3(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.delenv("AWS_PROFILE", raising=False)
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
-    yield boto3.client("s3")
+    yield server
     server.stop()
+
+
+@pytest.fixture
+def s3(s3_server: ThreadedMotoServer):
+    """A boto3 S3 client of :func:`s3_server`."""
+    return boto3.client("s3")
 
 
 def _upload(client, folder: Path, bucket: str, prefix: str) -> None:
@@ -93,3 +105,52 @@ def test_corrupt_archive_is_a_data_error(tmp_path):
     archive.write_bytes(b"PK\x03\x04 truncated")
     with pytest.raises(DataError, match=f"{archive}: unreadable archive"), local_folder(str(archive), EXPECTED):
         pass
+
+
+def _digests(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_s3_endpoint_gone_down_fails_ingest_in_seconds_naming_it_and_keeps_the_output(busi, tmp_path, s3_server, s3,
+                                                                                     scratch):
+    _upload(s3, busi[0], "scans", "datasets/busi")
+    out = tmp_path / "ingested"
+    ingest.run(params_for("s3://scans/datasets/busi"), out_dir=out)
+    before = _digests(out)
+    s3_server.stop()
+    started = time.monotonic()
+    with pytest.raises(DataError) as error:
+        ingest.run(params_for("s3://scans/datasets/busi"), out_dir=out)
+    assert time.monotonic() - started < 10
+    assert str(error.value).startswith(
+        f"s3://scans/datasets/busi: no answer from the S3 endpoint {os.environ['AWS_ENDPOINT_URL']} after 3 tries")
+    assert _digests(out) == before
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".ingested")) == []  # no temporary output
+    assert list(scratch.iterdir()) == []  # nothing downloaded is left
+
+
+def test_s3_endpoint_that_never_answers_is_given_up_after_the_bounded_tries(tmp_path, monkeypatch, s3_server):
+    """A host that accepts connections but never answers (a hung proxy or server) costs S3_ATTEMPTS read
+    timeouts, not botocore's default of 5 tries of 60 s."""
+    silent = socket.create_server(("127.0.0.1", 0))
+    accepted = []
+
+    def accept() -> None:
+        with contextlib.suppress(OSError):  # the listening socket is closed at the end of the test
+            while True:
+                accepted.append(silent.accept()[0])
+
+    threading.Thread(target=accept, daemon=True).start()
+    endpoint = f"http://127.0.0.1:{silent.getsockname()[1]}"
+    monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
+    monkeypatch.setattr(sources, "S3_READ_TIMEOUT_S", 0.5)
+    started = time.monotonic()
+    with pytest.raises(DataError, match=f"^s3://scans/busi: no answer from the S3 endpoint {endpoint} after 3 tries "
+                                        r"\(ReadTimeoutError\)"), local_folder("s3://scans/busi", EXPECTED):
+        pass
+    assert time.monotonic() - started < 10
+    assert len(accepted) == sources.S3_ATTEMPTS == 3
+    silent.close()
+    for connection in accepted:
+        connection.close()
