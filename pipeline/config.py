@@ -258,6 +258,11 @@ class TrackingParams(_Strict):
     experiment: str = Field("mtl-pipeline", min_length=1)
     log_models: bool = True
     system_metrics: bool = True
+    outage_s: float = Field(
+        300.0, ge=0.0,
+        description="seconds the stages wait out an unreachable tracking server (retrying with back-off) "
+        "before failing; per-epoch metrics are kept meanwhile and training goes on",
+    )
 
 
 TUNE_RULES = ("min_std", "min_mean_val_loss", "max_mean_<task>.<metric>")

@@ -42,6 +42,8 @@ def configure(verbose: bool = False) -> None:
     already asks for them (a variable the user set is kept)."""
     if verbose:
         os.environ[VERBOSE_ENV] = "1"
+    # MLflow prints each ended run's URL, the tracking URI's password included: never.
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     if not is_verbose():
         for name, value in QUIET_LIBRARIES.items():
             os.environ.setdefault(name, value)

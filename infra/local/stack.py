@@ -100,14 +100,30 @@ class S3:
         )
 
 
-@dataclass(frozen=True)
+@dataclass
 class MlflowServer:
-    """A running tracking server; ``username``/``password`` are its basic-auth admin."""
+    """A running tracking server; ``username``/``password`` are its basic-auth admin.
+
+    :meth:`stop` and :meth:`start` take it down and bring it back at the same URL, with the same store and
+    users (an outage, for tests); ``process`` is the current server process.
+    """
 
     url: str
     username: str
     password: str = field(repr=False)
     process: subprocess.Popen = field(repr=False, compare=False)
+    command: list[str] = field(repr=False, compare=False)
+    environment: dict[str, str] = field(repr=False, compare=False)
+    log: Path = field(repr=False, compare=False)
+
+    def stop(self) -> None:
+        """Stop the server's processes; its URL refuses connections until :meth:`start`."""
+        _stop_group(self.process)
+
+    def start(self) -> None:
+        """Start the server again (after :meth:`stop`); returns once ``/health`` answers."""
+        self.process = _launch(self.command, self.environment, self.log)
+        _wait_for_health(self.url, self.process, self.log)
 
     def env(self) -> dict[str, str]:
         """The variables MLflow clients read to reach and log in to this server."""
@@ -297,15 +313,21 @@ def mlflow_server(database: Postgres, store: S3, username: str = "admin") -> Ite
     ]
     log = root / "mlflow.log"
     try:
-        with open(log, "wb") as out:
-            process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        server = MlflowServer(url=url, username=username, password=password, process=_launch(command, env, log),
+                              command=command, environment=env, log=log)
         try:
-            _wait_for_health(url, process, log)
-            yield MlflowServer(url=url, username=username, password=password, process=process)
+            _wait_for_health(url, server.process, log)
+            yield server
         finally:
-            _stop_group(process)
+            server.stop()
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def _launch(command: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
+    """``command`` in a session (process group) of its own, its output appended to ``log``."""
+    with open(log, "ab") as out:
+        return subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
 
 def _wait_for_health(url: str, process: subprocess.Popen, log: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 import csv
 import io
 from collections.abc import Sequence
@@ -15,6 +16,7 @@ from mlflow.tracking import MlflowClient
 
 from pipeline.tracking.epochs import numeric_metrics
 from pipeline.tracking.plots import task_weights_figure, val_loss_figure
+from pipeline.tracking.retry import retried
 
 if TYPE_CHECKING:
     from pipeline.train.loop import FoldResult
@@ -27,6 +29,7 @@ def log_fold_result(
     example: torch.Tensor,
     test_metrics: dict[str, dict[str, float]],
     *,
+    outage_s: float,
     log_model: bool = True,
 ) -> None:
     """Log a finished fold to run ``run_id`` (the fold's child run; it need not be the active run).
@@ -39,10 +42,15 @@ def log_fold_result(
     self-contained graph that loads without this package and without unpickling code) for inputs
     ``(B, C, H, W)`` float32 of any batch size B and the image size of ``example`` ``(1, C, H, W)``;
     outputs ``{task: logits}``; signature and input example come from ``example`` (repeated to a batch of 2).
+
+    The metrics and the small artifacts ride out an outage of the server of up to ``outage_s`` seconds
+    (``tracking.outage_s``, see :func:`~pipeline.tracking.retry.retried`); the model, several requests that
+    are not safe to repeat as a whole, relies on MLflow's own per-request retries.
     """
     if example.ndim != 4 or example.shape[0] != 1 or example.dtype != torch.float32:
         raise ValueError(f"example must be a float32 tensor (1, C, H, W), got {example.dtype} {tuple(example.shape)}")
     client = MlflowClient()
+    call = functools.partial(retried, uri=client.tracking_uri, outage_s=outage_s)
     summary: dict[str, Any] = {
         "best_epoch": result.best_epoch,
         "best_val_loss": result.best_val_loss,
@@ -51,13 +59,15 @@ def log_fold_result(
         **_nested("test", test_metrics),
         **{f"efficiency/{k}": v for k, v in result.efficiency.items()},
     }
-    client.log_batch(run_id, metrics=numeric_metrics(summary, step=result.best_epoch))
-    client.log_text(run_id, history_csv(result.history), "history.csv")
+    metrics = numeric_metrics(summary, step=result.best_epoch)
+    call(lambda: client.log_batch(run_id, metrics=metrics), what=f"logging the summary metrics of run {run_id}")
+    table = history_csv(result.history)
+    call(lambda: client.log_text(run_id, table, "history.csv"), what=f"logging history.csv to run {run_id}")
     for figure, artifact in (
         (task_weights_figure(result.history), "plots/task_weights.png"),
         (val_loss_figure(result.history), "plots/val_loss.png"),
     ):
-        client.log_figure(run_id, figure, artifact)
+        call(functools.partial(client.log_figure, run_id, figure, artifact), what=f"logging {artifact} to run {run_id}")
     if log_model:
         _log_model(run_id, model, example, step=result.best_epoch)
 

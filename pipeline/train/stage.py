@@ -2,7 +2,9 @@
 
 Before any data is loaded it connects to the MLflow tracking store and to Ray (an unreachable
 server or address fails here). One MLflow parent run for the invocation, one child run per fold
-(per-epoch metrics streamed from the rank-0 worker, then test metrics, plots and the model).
+(per-epoch metrics streamed from the rank-0 worker, then test metrics, plots and the model). A fold's run
+ends FINISHED only with every epoch's metrics in it: after training the driver logs what the workers could
+not deliver, waiting out an unreachable server for up to ``tracking.outage_s`` seconds, else the stage fails.
 
 Outputs (the paths ``dvc.yaml`` declares):
 
@@ -49,17 +51,20 @@ def run(params: Params, balancer: str, data: Path, out_dir: Path, metrics_dir: P
         test = load_test(data)
         for fold in params.folds:
             fold_dir = Path(out_dir) / f"fold_{fold}"
-            with child_run(parent, balancer, fold) as run_id:
+            with child_run(parent, balancer, fold, outage_s=params.tracking.outage_s) as run_id:
+                logger = EpochLogger(tracking_uri(params), run_id)
                 result = run_fold(
                     params, balancer, fold, data, fold_dir, ray_run_name(params, balancer, fold),
-                    epoch_callback=EpochReporter(EpochLogger(tracking_uri(params), run_id), balancer),
+                    epoch_callback=EpochReporter(logger, balancer),
                     system_metrics=NodeSystemMetrics(tracking_uri(params), run_id) if params.tracking.system_metrics else None,
                 )
+                logger.finish(result.history, params.tracking.outage_s)  # what the workers could not deliver
                 model = build_model(params, tasks, separate=balancer == STL)
                 model.load_state_dict(load_checkpoint(fold_dir / BEST)["model"])
                 test_metrics = evaluate_on_driver(params, model, tasks, test)
                 example = to_tensors(test.read([0]), torch.device("cpu"))["image"]
-                log_fold_result(run_id, result, model, example, test_metrics, log_model=params.tracking.log_models)
+                log_fold_result(run_id, result, model, example, test_metrics, outage_s=params.tracking.outage_s,
+                                log_model=params.tracking.log_models)
             per_fold[f"fold_{fold}"] = fold_summary(result, test_metrics)
             history.extend(result.history)
     document = {

@@ -79,7 +79,7 @@ def run_trial(config: dict[str, Any], context: SweepContext) -> None:
         client, context.experiment_id, context.parent_run_id, run_name("tune", key),
         tags={**identity, "tune_run": "trial", "stage": "tune", "balancer": BALANCER},
         params={f"balancer.atdwa.{k}": str(config[k]) for k in GRID_KEYS} | {"train.epochs": str(params.train.epochs)},
-        identity=(*identity, "tune_run"),
+        identity=(*identity, "tune_run"), outage_s=params.tracking.outage_s,
     ) as trial_run:
         for fold in params.folds:
             if str(fold) in done:
@@ -87,10 +87,11 @@ def run_trial(config: dict[str, Any], context: SweepContext) -> None:
             with nested_run(
                 client, context.experiment_id, trial_run, run_name(key, f"fold {fold}"),
                 tags={**identity, "tune_run": "fold", "stage": "tune", "balancer": BALANCER, "fold": str(fold)},
-                identity=(*identity, "tune_run", "fold"),
+                identity=(*identity, "tune_run", "fold"), outage_s=params.tracking.outage_s,
             ) as fold_run:
-                reporter = EpochReporter(EpochLogger(context.tracking_uri, fold_run), f"{BALANCER} {key}")
-                result = _train_fold(params, fold, Path(context.data_root), reporter)
+                logger = EpochLogger(context.tracking_uri, fold_run)
+                result = _train_fold(params, fold, Path(context.data_root), EpochReporter(logger, f"{BALANCER} {key}"))
+                logger.finish(result.history, params.tracking.outage_s)
                 figures = fold_figures(result.best_val_loss, result.val_metrics)
                 client.log_batch(fold_run, metrics=numeric_metrics({f"best/{k}": v for k, v in figures.items()}, 0))
             done[str(fold)] = figures

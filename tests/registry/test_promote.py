@@ -51,8 +51,9 @@ def history(tmp_path_factory, tiny_data):
         labels = np.asarray(load_test(tiny_data).read(np.arange(len(load_test(tiny_data))))["label"])
         majority = int(np.bincount(labels, minlength=2).argmax())
         good, bad = constant_model(params, 20.0, majority), constant_model(params, -20.0, 1 - majority)
-        with stage_run(params, "train", "equal", tiny_data) as parent, child_run(parent, "equal", 0) as train_run:
-            pass
+        with stage_run(params, "train", "equal", tiny_data) as parent:
+            with child_run(parent, "equal", 0, outage_s=params.tracking.outage_s) as train_run:
+                pass
         client = MlflowClient()
         steps = {}
         for step, work, data, model, epoch in (

@@ -34,6 +34,7 @@ from tests.conftest import tiny_params
 SECRET = "fake-aws-secret-Zq81xT"
 TASKS = ("lesion", "diagnosis")
 EPOCHS = 3
+OUTAGE_S = 5.0
 
 
 def isolated_mlflow():
@@ -85,13 +86,13 @@ def stage(tmp_path_factory):
                             efficiency={"peak_memory_mib": 12.5, "step_time_median_ms": 3.0})
         test_metrics = {t: {"dice": 0.6} for t in TASKS}
         with stage_run(params, "train", "dwa", fake_data_root(tmp / "data")) as parent:
-            with child_run(parent, "dwa", 0) as child:
+            with child_run(parent, "dwa", 0, outage_s=OUTAGE_S) as child:
                 logger = EpochLogger(mlflow.get_tracking_uri(), child)
                 for record in records:
                     logger(record)
-                log_fold_result(child, result, model, example, test_metrics, log_model=True)
-            with child_run(parent, "dwa", 1) as other:
-                log_fold_result(other, result, model, example, test_metrics, log_model=False)
+                log_fold_result(child, result, model, example, test_metrics, outage_s=OUTAGE_S, log_model=True)
+            with child_run(parent, "dwa", 1, outage_s=OUTAGE_S) as other:
+                log_fold_result(other, result, model, example, test_metrics, outage_s=OUTAGE_S, log_model=False)
         yield {"client": MlflowClient(), "params": params, "parent": parent.info.run_id, "child": child,
                "other": other, "model": model, "example": example, "tmp": tmp}
 
@@ -184,6 +185,20 @@ def test_epoch_logger_pickles_and_logs_from_a_spawned_process(stage):
     logger(records[2])
     assert [p.step for p in client.get_metric_history(run_id, "val_loss/lesion")] == list(range(EPOCHS))
     assert client.get_metric_history(run_id, "temperature") == []  # None is skipped
+
+
+def test_finish_logs_the_epochs_a_worker_lost_and_repeats_none(stage):
+    client = stage["client"]
+    run_id = client.create_run(client.get_experiment_by_name("tracking-test").experiment_id).info.run_id
+    driver = EpochLogger(f"sqlite:///{stage['tmp']}/store/mlflow.db", run_id)
+    records = history(dwa_like=True)
+    worker = pickle.loads(pickle.dumps(driver))  # as Ray ships it; it logs epoch 0, then is restarted
+    worker(records[0])
+    restarted = pickle.loads(pickle.dumps(driver))  # resumes from a checkpoint after epoch 1: epoch 1 is lost
+    restarted(records[2])
+    driver.finish(records, OUTAGE_S)
+    for key in ("val_loss/lesion", "temperature", "weight/diagnosis"):
+        assert sorted(p.step for p in client.get_metric_history(run_id, key)) == list(range(EPOCHS)), key
 
 
 def test_data_version_comes_from_dvc_lock_unless_a_stage_ran_outside_dvc(tmp_path):
