@@ -84,8 +84,9 @@ def test_push_to_a_remote_whose_endpoint_is_down_fails_naming_it_and_keeps_the_c
     exit, cache and workspace as they were. DVC's S3 client follows the standard AWS retry variables: with
     ``AWS_RETRY_MODE=standard`` and ``AWS_MAX_ATTEMPTS=2`` it gives up in seconds (its default, 5 tries in
     legacy mode, takes about 13 s here)."""
-    with stack.s3() as store:
-        pass  # started and stopped: an endpoint that went down
+    # An endpoint that went down: nothing listens on the port. (Not a moto server started and stopped: its
+    # reset on stop would wipe the session's S3 store, which moto keeps in this same process.)
+    store = stack.S3(f"http://127.0.0.1:{stack.free_port()}", "mtl-team", "down-key", "down-secret")
     project = tmp_path / "project"
     (project / "data").mkdir(parents=True)
     (project / "data" / "scan.png").write_bytes(bytes(range(256)) * 16)
