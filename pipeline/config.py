@@ -32,11 +32,8 @@ BALANCERS = ("equal", "uncertainty", "gradnorm", "dwa", "atdwa", "stl")
 STL = "stl"
 """The separate-task baseline among ``train.balancers``: one network per task (:mod:`pipeline.models.separate`)."""
 MODELS = ("ssc_resnet34", "attention_unet", "unet", "swin_unetr")
-TASK_KINDS = ("binary_segmentation", "multiclass_segmentation", "classification")
-TARGETS = ("mask", "tissue", "label")
 TARGET_OF_KIND = {"binary_segmentation": "mask", "multiclass_segmentation": "tissue", "classification": "label"}
 """The array each kind of task learns: the binary mask, the tissue index mask or the class label."""
-WORKLOADS = ("busi", "wound")
 WOUND_LABEL = "wound"
 """The one class label of every record of a wound dataset."""
 LAYOUTS_OF_WORKLOAD = {"busi": ("busi",), "wound": ("dfutissue", "fuseg")}
@@ -192,7 +189,15 @@ class GradNormParams(_Strict):
     )
 
 
+class NoSettings(_Strict):
+    """A method without settings. ``params.yaml`` still lists it (``equal: {}``): the ``train@<name>`` stage
+    depends on ``balancer.<name>``, and DVC refuses a param key the file lacks."""
+
+
 class BalancerParams(_Strict):
+    equal: NoSettings = NoSettings()
+    uncertainty: NoSettings = NoSettings()
+    stl: NoSettings = NoSettings()
     dwa: DWAParams = DWAParams()
     atdwa: ATDWAParams = ATDWAParams()
     gradnorm: GradNormParams = GradNormParams()
@@ -212,7 +217,7 @@ class TrainParams(_Strict):
     num_threads: int = Field(0, ge=0, description="torch intra-op threads; 0 = torch default")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: Literal["off", "bf16", "fp16"] = Field(
-        "off", description="mixed precision of the forward pass (see pipeline/train/compute_format.py)"
+        "off", description="mixed precision of the forward pass (see pipeline/runtime/compute_format.py)"
     )
     channels_last: bool = Field(False, description="NHWC weights and images (fastest cuDNN/oneDNN kernels)")
     deterministic: bool = Field(

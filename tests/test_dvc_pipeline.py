@@ -72,6 +72,20 @@ def test_repro_is_incremental(tmp_path):
     assert set(json.loads((tmp_path / "reports" / "metrics.json").read_text())) == {"equal", "atdwa"}
     assert "## Table II: test metrics" in (tmp_path / "reports" / "report.md").read_text()
     assert json.loads((tmp_path / "reports" / "promotion.json").read_text())["decision"] in ("promoted", "refused")
+    _assert_only_touched_stages_change(tmp_path, params)
+
+
+def _assert_only_touched_stages_change(root: Path, params: dict) -> None:
+    """One balancer's settings are that balancer's stage's alone; listing another balancer adds a stage and
+    changes the stages that gather all of them, never the balancers already trained."""
+    for change, changed in (
+        ({"balancer": {"atdwa": {"t0": 3.0}}}, {"train@atdwa"}),
+        ({"balancer": {"gradnorm": {"alpha": 1.0}}}, set()),  # not in train.balancers
+        ({"train": {"balancers": ["equal", "atdwa", "dwa"]}}, {"train@dwa", "evaluate", "promote"}),
+    ):
+        (root / "params.yaml").write_text(yaml.safe_dump(deep_merge(params, change)))
+        assert set(json.loads(_dvc(root, "status", "--json"))) == changed, change
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
 
 
 def _assert_readable_log(output: str, balancers: list[str], epochs: int) -> None:

@@ -31,7 +31,7 @@ from torch import nn
 
 from pipeline.config import Params
 from pipeline.models.base import MultiTaskModel
-from pipeline.train.comm import Comm
+from pipeline.runtime.comm import Comm
 
 
 class Balancer(ABC):

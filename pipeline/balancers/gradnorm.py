@@ -25,7 +25,7 @@ from torch import nn
 from pipeline.balancers.base import Balancer
 from pipeline.config import Params
 from pipeline.models.base import MultiTaskModel
-from pipeline.train.comm import Comm
+from pipeline.runtime.comm import Comm
 
 EPS = 1e-8
 MIN_WEIGHT = 1e-3

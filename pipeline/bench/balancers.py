@@ -31,9 +31,10 @@ from pipeline.models import build_model
 from pipeline.models.base import MultiTaskModel
 from pipeline.bench.timing import interleaved, median
 from pipeline.tasks import Task, build_tasks
-from pipeline.train.comm import LocalComm
-from pipeline.train.compute_format import ComputeFormat
-from pipeline.train.loop import forward_backward, select_device, to_tensors
+from pipeline.runtime.comm import LocalComm
+from pipeline.runtime.compute_format import ComputeFormat
+from pipeline.runtime.device import select_device, to_tensors
+from pipeline.train.loop import forward_backward
 
 WARMUP_STEPS = 3
 
@@ -75,7 +76,7 @@ def synthetic_rows(tasks: tuple[Task, ...], n: int, image_size: int, channels: i
 def fixed_batches(tasks: tuple[Task, ...], n: int, batch_size: int, image_size: int, channels: int,
                   device: torch.device) -> list[dict[str, torch.Tensor]]:
     """``n`` reproducible batches of :func:`synthetic_rows` on ``device``, as the training loop feeds them
-    (:func:`~pipeline.train.loop.to_tensors`: images ``(B, C, S, S)`` in [-1, 1])."""
+    (:func:`~pipeline.runtime.device.to_tensors`: images ``(B, C, S, S)`` in [-1, 1])."""
     rows = synthetic_rows(tasks, n * batch_size, image_size, channels)
     return [to_tensors({k: v[i * batch_size : (i + 1) * batch_size] for k, v in rows.items()}, device)
             for i in range(n)]

@@ -23,7 +23,7 @@ from pipeline.bench.balancers import (
 from pipeline.bench.timing import interleaved, median
 from pipeline.config import Params, deep_merge, parse_params
 from pipeline.tasks import build_tasks
-from pipeline.train.loop import select_device
+from pipeline.runtime.device import select_device
 
 FORMATS = {
     "float32": {"amp": "off", "channels_last": False},

@@ -52,8 +52,9 @@ from pipeline.registry.predictor import image_prediction
 from pipeline.registry.pyfunc import MultiTaskPyfunc, model_config, model_params
 from pipeline.tasks import Task, build_tasks
 from pipeline.train.checkpoint import save_checkpoint
-from pipeline.train.compute_format import NATIVE_BF16_CAPABILITY
-from pipeline.train.loop import Trainer, select_device, to_tensors
+from pipeline.runtime.compute_format import NATIVE_BF16_CAPABILITY
+from pipeline.runtime.device import select_device, to_tensors
+from pipeline.train.loop import Trainer
 
 EPOCHS = 2
 PREDICT_IMAGES = 3

@@ -36,7 +36,8 @@ from pipeline.data.augment import TRANSFORMS
 from pipeline.data.folds import ArraySet, load_fold
 from pipeline.data.preprocess import open_arrays
 from pipeline.tasks import build_tasks
-from pipeline.train.loop import epoch_batches, select_device, to_tensors
+from pipeline.runtime.device import select_device, to_tensors
+from pipeline.train.loop import epoch_batches
 
 import albumentations as A  # after pipeline.data.augment, which turns off albumentations' update check
 

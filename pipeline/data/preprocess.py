@@ -88,6 +88,18 @@ def resize_image(image: np.ndarray, size: int) -> np.ndarray:
     return cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
 
 
+def scale_pixels(image):
+    """uint8 pixels (an array or a tensor of any shape) → float32 in [-1, 1], as ``x / 127.5 - 1``.
+
+    The one definition of the model's input scale: training (:func:`pipeline.runtime.device.to_tensors`) and serving
+    (:func:`pipeline.registry.inputs.read_input`) both call it, so the two cannot drift. A tensor is converted
+    on its own device.
+    """
+    if isinstance(image, np.ndarray):
+        return image.astype(np.float32) / 127.5 - 1.0
+    return image.float().div_(127.5).sub_(1.0)
+
+
 def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
     """``(H, W)`` uint8 mask (binary or class index) → ``(size, size)`` by nearest-neighbour interpolation."""
     return cv2.resize(mask, (size, size), interpolation=cv2.INTER_NEAREST)

@@ -12,7 +12,7 @@ members' mean probabilities:
   from ``z = log mean_i softmax(x_i) = logsumexp_i log_softmax(x_i) - log k``.
 
 Whatever reads logits therefore reads the averaged probabilities, up to float32 rounding: the evaluation's
-:class:`~pipeline.evaluate.metrics.TaskMetrics` (logit > 0 is mean probability > 0.5, the arg-max is that
+:class:`~pipeline.runtime.metrics.TaskMetrics` (logit > 0 is mean probability > 0.5, the arg-max is that
 of the mean probabilities, the pixel AUC ranks by a monotone function of them) and the registered model's
 output (:func:`pipeline.registry.pyfunc.probability_frame`).
 """

@@ -4,7 +4,7 @@
 ``reports/evaluation/statistics.json`` (formats in :mod:`pipeline.evaluate.stage`); tables show
 ``mean ± std`` over folds and mark the best mean of every column in bold (ties, at the digits shown,
 all bold). A figure the summary does not have (the Dice of a class absent from the test ground truth,
-see :mod:`pipeline.evaluate.metrics`) shows as :data:`ABSENT`.
+see :mod:`pipeline.runtime.metrics`) shows as :data:`ABSENT`.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ Outputs under ``<reports>`` (the paths ``dvc.yaml`` declares), each replaced ato
 - ``metrics.json`` — DVC metrics: ``{balancer: {task: {Table II metric: mean}, "efficiency": {Table III
   figure: mean}, "ensemble": {task: {Table II metric: value}}}}``;
 - ``per_fold.csv`` — one row per (balancer, fold): ``balancer, fold, <task>/<metric>...,
-  efficiency/<figure>...`` (every test metric of :class:`~pipeline.evaluate.metrics.TaskMetrics`);
+  efficiency/<figure>...`` (every test metric of :class:`~pipeline.runtime.metrics.TaskMetrics`);
 - ``summary.csv`` — one row per balancer: ``<group>/<name>/mean`` and ``<group>/<name>/std``;
 - ``evaluation/summary.json`` — ``{"balancers", "folds", "test_images", "tasks": [{"name", "kind", "classes"}],
   "results": {balancer: {group: {name: {"mean", "std", "folds": [...]}}}},
@@ -57,7 +57,7 @@ from pipeline.evaluate.summary import (
 from pipeline.tasks import Task, build_tasks
 from pipeline.tracking.results import history_csv
 from pipeline.train.checkpoint import BEST
-from pipeline.train.loop import select_device
+from pipeline.runtime.device import select_device
 
 EVALUATION_DIR = paths.EVALUATION.relative_to(paths.REPORTS)
 

@@ -1,7 +1,7 @@
 """Per-fold figures of every balancer, summarised over folds (pure functions), and the table layout.
 
 A fold's figures are ``{group: {name: value}}``: one group per task (its test metrics, names as
-:class:`~pipeline.evaluate.metrics.TaskMetrics` returns them) and the group :data:`EFFICIENCY`
+:class:`~pipeline.runtime.metrics.TaskMetrics` returns them) and the group :data:`EFFICIENCY`
 (the train stage's efficiency figures of that fold).
 """
 

@@ -3,7 +3,7 @@
 :func:`pipeline.data.images.read_image` with the model's channel count ``C`` (the rule for images, stated
 there, that ingest and preprocess read training images by: PNG, opaque; 1 channel grey, 3 RGB)
 → :func:`pipeline.data.preprocess.resize_image` per channel to ``S × S`` → float32 ``x / 127.5 - 1``
-(the scaling of :func:`pipeline.train.loop.to_tensors`).
+(:func:`pipeline.data.preprocess.scale_pixels`, the scaling training uses).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.data.images import read_image
-from pipeline.data.preprocess import resize_image
+from pipeline.data.preprocess import resize_image, scale_pixels
 from pipeline.errors import DataError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
@@ -49,4 +49,4 @@ def read_input(path: Path, size: int, channels: int) -> ModelInput:
         raise DataError(f"{path}: no such file")
     pixels = read_image(path, channels)  # (C, H, W)
     image = np.stack([resize_image(band, size) for band in pixels])
-    return ModelInput(image.astype(np.float32) / 127.5 - 1.0, *pixels.shape[1:])
+    return ModelInput(scale_pixels(image), *pixels.shape[1:])

@@ -1,7 +1,7 @@
 """Test metrics of a registered model on the current test split, by the evaluation training uses.
 
 A champion trained on another split (or another version of the data) is therefore compared with the
-candidate on the same images, by the same code (:func:`pipeline.train.loop.evaluate`, on the CPU). Each
+candidate on the same images, by the same code (:func:`pipeline.runtime.inference.evaluate`, on the CPU). Each
 is scored as it is registered: a fold ensemble's network outputs the logits of its members' mean
 probabilities (:mod:`pipeline.evaluate.ensemble`), so its metrics are those of the averaged probabilities.
 """
@@ -16,7 +16,7 @@ from pipeline.data.folds import ArraySet
 from pipeline.errors import ConfigError
 from pipeline.registry.gate import flat_metrics
 from pipeline.tasks import build_tasks
-from pipeline.train.loop import evaluate
+from pipeline.runtime.inference import evaluate
 
 
 def score_on_test(model: mlflow.pyfunc.PyFuncModel, label: str, params: Params, test: ArraySet) -> dict[str, float]:

@@ -57,7 +57,7 @@ from pipeline.registry.scoring import score_on_test
 from pipeline.registry.store import CHALLENGER, CHAMPION, CHECKPOINT_TAG, PACKAGE_TAG, aliases, load_model, log_model
 from pipeline.registry.store import version_of_checkpoint
 from pipeline.tracking import connect, lineage_tags, stage_run
-from pipeline.train.loop import to_tensors
+from pipeline.runtime.device import to_tensors
 
 REPORT_TAG = "promotion_report"
 STATE_TAG = "promotion_state"

@@ -40,7 +40,7 @@ from pipeline.train.loop import EpochCallback, FoldResult, StepCallback, Trainer
 
 
 class TorchComm:
-    """:class:`~pipeline.train.comm.Comm` over the initialised default ``torch.distributed`` group."""
+    """:class:`~pipeline.runtime.comm.Comm` over the initialised default ``torch.distributed`` group."""
 
     def __init__(self) -> None:
         if not dist.is_initialized():

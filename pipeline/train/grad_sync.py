@@ -14,7 +14,7 @@ its heads' gradients itself, which DDP's autograd hooks do not allow, pytorch/py
   ranks back into ``.grad``. A parameter without a gradient keeps none (Adam skips it, as before).
 
 Gradients are summed in the parameters' own dtype; the mean is the sum divided by the world size, as
-:meth:`pipeline.train.comm.Comm.all_reduce_mean` computes it, so N workers and one worker accumulating N
+:meth:`pipeline.runtime.comm.Comm.all_reduce_mean` computes it, so N workers and one worker accumulating N
 chunks compute the same update (bitwise on the CPU with gloo for two ranks).
 """
 
@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from pipeline.train.comm import Comm
+from pipeline.runtime.comm import Comm
 
 DEFAULT_BUCKET_MIB = 25.0
 """DDP's default bucket size."""

@@ -11,7 +11,7 @@ NCCL's summation order are not bitwise reproducible; ``train.deterministic`` rem
 
 Devices. Model, balancer state, optimiser state and the gradient buckets live on the training device;
 a step reads nothing back to the host: the micro-batches are read and pinned ahead on a background
-thread (:mod:`pipeline.train.prefetch`), the gradient all-reduce overlaps the last backward pass
+thread (:mod:`pipeline.runtime.prefetch`), the gradient all-reduce overlaps the last backward pass
 (:mod:`pipeline.train.grad_sync`), and losses are summed on the device until the epoch ends.
 
 Validation is sharded: rank ``r`` evaluates batches ``r, r + N, ...`` of the validation set and every
@@ -36,17 +36,19 @@ from pipeline.balancers.base import Balancer
 from pipeline.config import STL, Params
 from pipeline.data.folds import ArraySet, FoldData
 from pipeline.errors import ConfigError, DataError
-from pipeline.evaluate.metrics import TaskMetrics
 from pipeline.models import build_model, parameter_count
 from pipeline.models.base import MultiTaskModel
+from pipeline.runtime.device import select_device, to_tensors
+from pipeline.runtime.inference import evaluate, task_losses
 from pipeline.tasks import Task
 from pipeline.train.checkpoint import CheckpointStore
-from pipeline.train.comm import Comm, LocalComm
-from pipeline.train.compute_format import ComputeFormat
+from pipeline.runtime.comm import Comm, LocalComm
+from pipeline.runtime.compute_format import ComputeFormat
 from pipeline.train.early_stopping import EarlyStopping
 from pipeline.train.efficiency import PeakMemory, StepTimer
 from pipeline.train.grad_sync import GradientReducer
-from pipeline.train.prefetch import HostBatch, host_batch, prefetched
+from pipeline.train.identity import run_identity
+from pipeline.runtime.prefetch import HostBatch, host_batch, prefetched
 
 EpochCallback = Callable[[dict[str, Any]], None]
 StepCallback = Callable[[int, int], None]
@@ -66,32 +68,6 @@ class FoldResult:
     best_val_loss: float
     val_metrics: dict[str, dict[str, float]]
     efficiency: dict[str, float] = field(default_factory=dict)
-
-
-def select_device(preference: str) -> torch.device:
-    """``auto`` picks CUDA when present, else the CPU."""
-    if preference == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("train.device = 'cuda' but no CUDA device is visible; use 'auto' or 'cpu'")
-    if preference == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(preference)
-
-
-def to_tensors(arrays: dict[str, np.ndarray] | HostBatch, device: torch.device) -> dict[str, torch.Tensor]:
-    """uint8 images ``(B, C, H, W)`` → float32 in [-1, 1]; masks ``(B, H, W)`` and labels ``(B,)`` as int64.
-
-    Host tensors in pinned memory (:func:`pipeline.train.prefetch.host_batch`) are copied asynchronously.
-    """
-    tensors = host_batch(arrays) if any(isinstance(v, np.ndarray) for v in arrays.values()) else arrays
-    out = {k: v.to(device, non_blocking=True) for k, v in tensors.items()}
-    out["image"] = out["image"].float().div_(127.5).sub_(1.0)
-    out["mask"] = out["mask"].long()
-    return out
-
-
-def task_losses(tasks: tuple[Task, ...], loss_fns: list[torch.nn.Module], outputs, batch) -> list[torch.Tensor]:
-    """Unweighted per-task scalar losses for one chunk, in task order (kept apart: see Balancer.backward)."""
-    return [fn(outputs[t.name], batch[t.target]) for t, fn in zip(tasks, loss_fns)]
 
 
 def target_counts(tasks: tuple[Task, ...], source: ArraySet, where: str, chunk: int = 512) -> dict[str, np.ndarray]:
@@ -203,10 +179,11 @@ class Trainer:
     # ------------------------------------------------------------------ state
     @property
     def fingerprint(self) -> str:
-        """Identifies what a checkpoint was trained on: the params (not ``ray``/``tracking``: the worker count
-        does not change results, see the module docstring), the balancer, the fold and its samples."""
-        h = hashlib.sha256(self.params.model_dump_json(exclude={"ray", "tracking"}).encode())
-        for part in (self.balancer.name, str(self.fold), *self.data.train.ids, "|", *self.data.val.ids):
+        """Identifies what a checkpoint was trained on: the run's identity (:func:`run_identity`), the fold and
+        its samples."""
+        h = hashlib.sha256()
+        for part in (run_identity(self.params, self.balancer.name), str(self.fold), *self.data.train.ids, "|",
+                     *self.data.val.ids):
             h.update(part.encode() + b"\0")
         return h.hexdigest()
 
@@ -376,69 +353,6 @@ class Trainer:
             self.model, self.tasks, source, self.params.train.batch_size, self.device, self.loss_fns, self.compute,
             self.comm,
         )
-
-
-def predict_batches(
-    model: MultiTaskModel,
-    source: ArraySet,
-    batch_size: int,
-    device: torch.device,
-    compute: ComputeFormat | None = None,
-    shard: tuple[int, int] = (0, 1),
-) -> Iterator[tuple[np.ndarray, dict[str, torch.Tensor], dict[str, torch.Tensor]]]:
-    """Run ``model`` in eval mode, without gradients, over ``source`` in order, ``batch_size`` rows at a time.
-
-    Yields ``(rows, batch, outputs)``: the row indices ``(B,)`` of ``source``, the batch as
-    :func:`to_tensors` makes it and the model's float32 ``{task: logits}`` for it, computed in
-    ``compute``'s precision and layout (float32, contiguous by default). ``shard = (i, n)`` yields only
-    batches ``i, i + n, i + 2n, ...`` (the same batches whatever ``n``).
-    """
-    model.eval()
-    index, count = shard
-    for start in range(index * batch_size, len(source), count * batch_size):
-        rows = np.arange(start, min(start + batch_size, len(source)))
-        batch = to_tensors(source.read(rows), device)
-        with torch.no_grad():
-            if compute is None:
-                outputs = model(batch["image"])
-            else:
-                with compute.autocast():
-                    outputs = model(compute.prepare_images(batch["image"]))
-        yield rows, batch, {name: out.float() for name, out in outputs.items()}
-
-
-@torch.no_grad()
-def evaluate(
-    model: MultiTaskModel,
-    tasks: tuple[Task, ...],
-    source: ArraySet,
-    batch_size: int,
-    device: torch.device,
-    loss_fns: list[torch.nn.Module] | None = None,
-    compute: ComputeFormat | None = None,
-    comm: Comm | None = None,
-) -> tuple[torch.Tensor, dict[str, dict[str, float]]]:
-    """Mean per-task losses ``(K,)`` (per-sample weighted) and metrics ``{task: {metric: value}}`` on ``source``,
-    the model run in ``compute``'s precision and layout (see :func:`predict_batches`).
-
-    With ``comm`` of several ranks each rank evaluates its shard of the batches; the ranks' loss sums and
-    metric states are then gathered and merged in rank order on every rank, so every rank returns the
-    same numbers.
-    """
-    comm = comm or LocalComm()
-    loss_fns = loss_fns or [t.loss_fn() for t in tasks]
-    metrics = [TaskMetrics(t) for t in tasks]
-    loss_sum = torch.zeros(len(tasks), device=device)
-    shard = (comm.rank, comm.world_size)
-    for rows, batch, outputs in predict_batches(model, source, batch_size, device, compute, shard):
-        loss_sum += torch.stack(task_losses(tasks, loss_fns, outputs, batch)) * len(rows)
-        for t, m in zip(tasks, metrics):
-            m.update(outputs[t.name], batch[t.target])
-    if comm.world_size > 1:
-        parts = comm.gather_objects((loss_sum.cpu(), [m.state() for m in metrics]))
-        loss_sum = torch.stack([losses for losses, _ in parts]).sum(dim=0)
-        metrics = [TaskMetrics.merged(t, [states[k] for _, states in parts]) for k, t in enumerate(tasks)]
-    return (loss_sum / len(source)).cpu(), {t.name: m.compute() for t, m in zip(tasks, metrics)}
 
 
 def _chunk_seed(seed: int, fold: int, epoch: int, step: int, chunk: int) -> int:

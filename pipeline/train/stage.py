@@ -17,8 +17,6 @@ Outputs (the paths ``dvc.yaml`` declares):
 
 from __future__ import annotations
 
-import hashlib
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +26,7 @@ import torch
 from pipeline.atomic import atomic_write_json, atomic_write_text
 from pipeline.config import STL, Params, tracking_uri
 from pipeline.data.folds import ArraySet, load_test
-from pipeline.evaluate.metrics import TaskMetrics
+from pipeline.runtime.metrics import TaskMetrics
 from pipeline.models import build_model
 from pipeline.tasks import Task, build_tasks
 from pipeline.tracking import EpochLogger, child_run, log_fold_result, stage_run
@@ -37,8 +35,12 @@ from pipeline.tracking.system import NodeSystemMetrics
 from pipeline.train import cluster
 from pipeline.train.checkpoint import BEST, load_checkpoint
 from pipeline.train.distributed import run_fold
-from pipeline.train.compute_format import ComputeFormat
-from pipeline.train.loop import FoldResult, evaluate, select_device, to_tensors
+from pipeline.train.identity import ray_run_name
+from pipeline.train.progress import EpochReporter
+from pipeline.runtime.compute_format import ComputeFormat
+from pipeline.runtime.device import select_device, to_tensors
+from pipeline.runtime.inference import evaluate
+from pipeline.train.loop import FoldResult
 
 
 def run(params: Params, balancer: str, data: Path, out_dir: Path, metrics_dir: Path) -> dict[str, Any]:
@@ -91,25 +93,6 @@ def evaluate_on_driver(
                           compute=compute)
     model.to("cpu", memory_format=torch.contiguous_format)
     return metrics
-
-
-def ray_run_name(params: Params, balancer: str, fold: int) -> str:
-    """A Ray Train run name that is the same exactly when the job is: re-running the stage with the
-    same params resumes that run's checkpoints; other params start a new run."""
-    digest = hashlib.sha256(params.model_dump_json(exclude={"ray", "tracking"}).encode()).hexdigest()
-    return f"{balancer}-fold{fold}-{digest[:12]}"
-
-
-@dataclass(frozen=True)
-class EpochReporter:
-    """Runs in the rank-0 worker after each epoch: logs the record to MLflow and prints a progress line."""
-
-    logger: EpochLogger
-    label: str
-
-    def __call__(self, record: dict[str, Any]) -> None:
-        self.logger(record)
-        _print_epoch(self.label, record)
 
 
 HEADLINE = {"classification": ("accuracy", "f1"), "binary_segmentation": ("dice", "iou", "auc"),
@@ -171,18 +154,3 @@ def mean_over_folds(folds: list[dict[str, Any]]) -> dict[str, Any]:
     if isinstance(first, dict):
         return {k: mean_over_folds([f[k] for f in folds]) for k in first if all(k in f for f in folds)}
     return float(np.mean(folds))
-
-
-def _print_epoch(label: str, record: dict[str, Any]) -> None:
-    """One line per epoch with what a person watches: per task the training/validation loss, the validation
-    Dice (segmentation) or accuracy (classification) and the task weight; the temperature and learning rate."""
-    tasks = [key.split("/", 1)[1] for key in record if key.startswith("val_loss/")]
-    cells = []
-    for task in tasks:
-        score = next((m for m in ("dice", "accuracy") if f"val/{task}/{m}" in record), None)
-        shown = f" {score} {record[f'val/{task}/{score}']:.3f}" if score else ""
-        cells.append(f"{task} loss {record[f'train_loss/{task}']:.3f}/{record[f'val_loss/{task}']:.3f}{shown} "
-                     f"w {record[f'weight/{task}']:.2f}")
-    temperature = record.get("temperature")
-    print(f"[{label} fold {record['fold']}] epoch {record['epoch']:3d} | " + " | ".join(cells)
-          + f" | T {'-' if temperature is None else f'{temperature:.2f}'} lr {record['lr']:.1e}", flush=True)

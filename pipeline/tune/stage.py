@@ -13,7 +13,6 @@ trial, a grandchild per fold. The table, the figure and the selection are logged
 
 from __future__ import annotations
 
-import hashlib
 import io
 from pathlib import Path
 from typing import Any
@@ -28,13 +27,14 @@ from ray.tune.schedulers import ASHAScheduler
 from pipeline.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 from pipeline.config import Params, tracking_credentials, tracking_uri
 from pipeline.errors import ConfigError, PipelineError
-from pipeline.evaluate.metrics import TaskMetrics
+from pipeline.runtime.metrics import TaskMetrics
 from pipeline.logs import is_verbose, on_terminal
 from pipeline.tasks import build_tasks
 from pipeline.tracking import stage_run
 from pipeline.tracking.runs import find_runs
 from pipeline.train import cluster
 from pipeline.train.distributed import storage_path
+from pipeline.train.identity import run_identity
 from pipeline.tune.figure import sensitivity_figure
 from pipeline.tune.grid import GRID_KEYS, grid_size, param_space, trial_key
 from pipeline.tune.results import json_safe, table_csv, tuned_params_yaml
@@ -98,11 +98,9 @@ def run(params: Params, data: Path, reports: Path) -> dict[str, Any]:
 
 
 def sweep_name(params: Params) -> str:
-    """The Tune experiment name: the same exactly when the sweep is. Left out: ``ray`` and ``tracking``
-    (where, not what), ``balancer`` (the grid sets all of ATDWA's params) and ``train.balancers``."""
-    excluded = {"ray": True, "tracking": True, "balancer": True, "train": {"balancers"}}
-    digest = hashlib.sha256(params.model_dump_json(exclude=excluded).encode()).hexdigest()
-    return f"tune-{BALANCER}-{digest[:12]}"
+    """The Tune experiment name: the same exactly when the sweep is (:func:`run_identity` of a sweep; the grid
+    sets all of ATDWA's params)."""
+    return f"tune-{BALANCER}-{run_identity(params, None)[:12]}"
 
 
 def check_selection(params: Params) -> list[str]:

@@ -40,7 +40,8 @@ from pipeline.tracking.runs import nested_run, run_name
 from pipeline.train.checkpoint import DirectoryStore
 from pipeline.train.distributed import run_fold
 from pipeline.train.loop import EpochCallback, FoldResult, Trainer
-from pipeline.train.stage import EpochReporter, ray_run_name
+from pipeline.train.identity import ray_run_name
+from pipeline.train.progress import EpochReporter
 from pipeline.tune.grid import GRID_KEYS, trial_key, trial_params
 from pipeline.tune.statistics import across_folds, fold_figures
 

@@ -12,7 +12,7 @@ from pipeline.config import BALANCERS, parse_params
 from pipeline.errors import ConfigError
 from pipeline.models import AttentionUNetMTL
 from pipeline.tasks import Task
-from pipeline.train.comm import LocalComm
+from pipeline.runtime.comm import LocalComm
 
 TASKS = [Task("lesion", "binary_segmentation", "mask", 1), Task("diagnosis", "classification", "label", 2)]
 NAMES = [t.name for t in TASKS]

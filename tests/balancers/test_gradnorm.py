@@ -11,7 +11,7 @@ import torch
 from pipeline.balancers import GradNormBalancer, gradnorm_weight_grad
 from pipeline.models import AttentionUNetMTL, SSCResNet34
 from pipeline.tasks import Task
-from pipeline.train.comm import LocalComm
+from pipeline.runtime.comm import LocalComm
 
 ALPHA = 1.5
 LR = 0.025
@@ -246,7 +246,7 @@ def test_non_finite_step_leaves_weights_unchanged():
 def test_fp16_task_gradients_at_w_match_float32_where_unscaled_half_precision_underflows():
     # 256 px, mean-reduced Dice + BCE: per-pixel gradients of ~1e-6, below fp16's normal range. The loss
     # scale must be applied before the heads' and W's half-precision backward passes, not multiplied in after.
-    from pipeline.train.compute_format import ComputeFormat
+    from pipeline.runtime.compute_format import ComputeFormat
     from pipeline.train.loop import forward_backward
 
     torch.manual_seed(0)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from pipeline.config import Params, parse_params
@@ -17,6 +18,7 @@ from pipeline.data.images import read_mask
 from pipeline.data.manifest import read_manifest
 from pipeline.errors import DataError
 from pipeline.registry.inputs import read_input
+from pipeline.runtime.device import to_tensors
 
 pytestmark = pytest.mark.usefixtures("scratch")
 
@@ -75,7 +77,9 @@ def test_an_opaque_image_reaches_the_model_as_training_saw_it(busi, tmp_path, sa
     ids = [r.id for r in read_manifest(tmp_path / "ingested").records]
     trained = np.load(tmp_path / "preprocessed" / "image.npy")[ids.index(IMAGE_ID)]  # (C, S, S) uint8
     served = read_input(image, SIZE, channels)
-    np.testing.assert_array_equal(served.image, trained.astype(np.float32) / 127.5 - 1.0)
+    batch = {"image": trained[None], "mask": np.zeros((1, SIZE, SIZE), np.uint8)}
+    as_trained = to_tensors(batch, torch.device("cpu"))["image"][0].numpy()  # the training loop's scaling
+    np.testing.assert_array_equal(served.image, as_trained)
     assert (served.height, served.width) == expected[IMAGE_ID].grey.shape
 
 

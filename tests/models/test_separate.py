@@ -10,7 +10,8 @@ import torch
 from pipeline.balancers import build_balancer
 from pipeline.config import MODELS, STL
 from pipeline.models import build_model, parameter_count
-from pipeline.train.loop import forward_backward, to_tensors
+from pipeline.runtime.device import to_tensors
+from pipeline.train.loop import forward_backward
 from tests.models.test_backbones import BATCH, WOUND, RandomRows, image_size, small_params
 
 

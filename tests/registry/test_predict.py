@@ -23,7 +23,7 @@ from pipeline.data.manifest import read_manifest
 from pipeline.errors import PipelineError
 from pipeline.registry import predict
 from pipeline.registry.predictor import load_predictor
-from pipeline.train.loop import to_tensors
+from pipeline.runtime.device import to_tensors
 from tests.conftest import isolated_mlflow
 from tests.registry.conftest import MODEL_NAME, mean_probabilities, promote, registry_params, seeded_model
 from tests.registry.conftest import spread_model, write_checkpoints

@@ -22,7 +22,8 @@ from pipeline.data.folds import load_test
 from pipeline.registry.gate import flat_metrics
 from pipeline.tasks import build_tasks
 from pipeline.tracking import child_run, stage_run
-from pipeline.train.loop import evaluate, to_tensors
+from pipeline.runtime.device import to_tensors
+from pipeline.runtime.inference import evaluate
 from tests.conftest import build_data, isolated_mlflow, tiny_params
 from tests.registry.conftest import MODEL_NAME, constant_model, mean_probabilities, promote, registry_params
 from tests.registry.conftest import spread_model, write_checkpoints

@@ -14,7 +14,8 @@ import torch
 from pipeline.balancers import BALANCER_CLASSES
 from pipeline.data.folds import load_fold
 from pipeline.tasks import build_tasks
-from pipeline.train.loop import Trainer, epoch_batches, forward_backward, to_tensors
+from pipeline.runtime.device import to_tensors
+from pipeline.train.loop import Trainer, epoch_batches, forward_backward
 from tests.conftest import tiny_params
 
 META = torch.device("meta")

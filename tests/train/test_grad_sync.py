@@ -9,7 +9,7 @@ from pipeline.data.folds import ArraySet
 from pipeline.tasks import Task
 from pipeline.train.distributed import TorchComm
 from pipeline.train.grad_sync import GradientReducer
-from pipeline.train.loop import evaluate
+from pipeline.runtime.inference import evaluate
 from tests.train.gloo_ranks import run_ranks
 
 SEG = Task("lesion", "binary_segmentation", "mask", 1)

@@ -17,7 +17,7 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-from pipeline.evaluate.metrics import TaskMetrics
+from pipeline.runtime.metrics import TaskMetrics
 from pipeline.tasks import Task
 
 LESION = Task("lesion", "binary_segmentation", "mask", 1, ("background", "foreground"))

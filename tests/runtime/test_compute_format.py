@@ -8,7 +8,7 @@ from pipeline.config import deep_merge, parse_params
 from pipeline.data.folds import load_fold
 from pipeline.errors import ConfigError
 from pipeline.tasks import build_tasks
-from pipeline.train.compute_format import ComputeFormat
+from pipeline.runtime.compute_format import ComputeFormat
 from pipeline.train.loop import Trainer
 from tests.conftest import TINY, tiny_params
 
@@ -71,7 +71,7 @@ def test_an_unquoted_yaml_off_means_off():
 
 
 def test_bf16_is_refused_on_gpus_that_emulate_it_and_allowed_where_native():
-    from pipeline.train.compute_format import amp_refusal
+    from pipeline.runtime.compute_format import amp_refusal
 
     refusal = amp_refusal("bf16", "cuda", (7, 5))
     assert "compute capability 7.5" in refusal and "fp16" in refusal
@@ -81,7 +81,7 @@ def test_bf16_is_refused_on_gpus_that_emulate_it_and_allowed_where_native():
 
 
 def test_cuda_runs_autotune_and_use_tf32_unless_deterministic():
-    from pipeline.train.compute_format import cuda_backend_settings
+    from pipeline.runtime.compute_format import cuda_backend_settings
 
     fast, exact = cuda_backend_settings(deterministic=False), cuda_backend_settings(deterministic=True)
     assert fast["cudnn.benchmark"] and fast["cuda.matmul.allow_tf32"] and fast["cudnn.allow_tf32"]

@@ -1,0 +1,40 @@
+"""What a training run is: one digest of exactly the params it trains on.
+
+The checkpoint fingerprint (a resumed fold ignores checkpoints of another run), the Ray Train run name (a re-run
+of the same job resumes its snapshot) and the Ray Tune sweep name all derive from :func:`run_identity`, so the
+three agree on when two runs are the same. ``dvc.yaml`` declares the same params for the ``train`` and ``tune``
+stages, so DVC re-runs a stage exactly when its identity changes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from pipeline.config import Params
+
+# Where a run executes and what is done with it afterwards, not what it trains on (a run's results do not depend
+# on the worker count, see pipeline/train/distributed.py): never part of an identity.
+_NOT_TRAINED_ON = {"ray": True, "tracking": True, "evaluate": True, "registry": True}
+
+
+def run_identity(params: Params, balancer: str | None) -> str:
+    """Hex SHA-256 of the params a run of ``balancer`` trains on.
+
+    ``balancer`` given: a training run. Its own ``balancer.<name>`` settings count, other balancers' settings,
+    ``train.balancers`` (which other stages exist) and the ``tune`` section (the sweep that picked the settings,
+    already merged into ``params``) do not. ``None``: a sweep, whose trials set the swept balancer's settings:
+    the ``tune`` section counts and no balancer's settings do.
+    """
+    excluded: dict = {**_NOT_TRAINED_ON, "train": {"balancers"}}
+    if balancer is None:
+        excluded["balancer"] = True
+    else:
+        excluded["tune"] = True
+        excluded["balancer"] = set(type(params.balancer).model_fields) - {balancer}
+    return hashlib.sha256(params.model_dump_json(exclude=excluded).encode()).hexdigest()
+
+
+def ray_run_name(params: Params, balancer: str, fold: int) -> str:
+    """A Ray Train run name that is the same exactly when the job is (:func:`run_identity`): re-running the stage
+    with the same params resumes that run's checkpoints; other params start a new run."""
+    return f"{balancer}-fold{fold}-{run_identity(params, balancer)[:12]}"
