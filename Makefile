@@ -30,6 +30,8 @@ run: $(STAMP)
 
 # PYTHONFAULTHANDLER: a crash after pytest's own handler is off (interpreter shutdown) still prints its stack.
 test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	PYTHONFAULTHANDLER=1 PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q
 
 # The fault tests `make test` leaves out for time (pytest marker `expensive`, README: Testing).

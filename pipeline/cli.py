@@ -95,15 +95,24 @@ def _predict(params, args) -> None:
 
 def _track(params, args) -> None:
     importlib.import_module("pipeline.track.command").run(
-        params, series=args.series, out_dir=args.out, model_uri=args.model_uri, masks=args.masks,
+        params,
+        series=args.series,
+        out_dir=args.out,
+        model_uri=args.model_uri,
+        masks=args.masks,
         pixel_spacing_mm=args.pixel_spacing_mm,
     )
 
 
 def _submit(params, args) -> None:
     importlib.import_module("pipeline.submit").run(
-        params, args.stage, commands=args.commands, address=args.address, working_dir=args.working_dir,
-        env=args.env, wait=not args.no_wait,
+        params,
+        args.stage,
+        commands=args.commands,
+        address=args.address,
+        working_dir=args.working_dir,
+        env=args.env,
+        wait=not args.no_wait,
     )
 
 
@@ -116,8 +125,11 @@ def build_parser() -> argparse.ArgumentParser:
         prog="mtl-pipeline", description="Multi-task medical imaging pipeline (DVC stages, Ray, MLflow)."
     )
     parser.add_argument("--params", type=Path, default=DEFAULT_PARAMS, help="params file (default: params.yaml)")
-    parser.add_argument("--verbose", action="store_true",
-                        help=f"Ray's and MLflow's informational messages too (or {logs.VERBOSE_ENV}=1)")
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help=f"Ray's and MLflow's informational messages too (or {logs.VERBOSE_ENV}=1)",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str, func, help_: str) -> argparse.ArgumentParser:
@@ -159,13 +171,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("seeds", _seeds, "train and score every balancer once per seed: does each pass, the figures' range")
     p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 7, 42])
-    p.add_argument("--workdir", type=Path, default=Path("seed_runs"), help="each seed's data and metrics (default: seed_runs/)")
+    p.add_argument(
+        "--workdir", type=Path, default=Path("seed_runs"), help="each seed's data and metrics (default: seed_runs/)"
+    )
     p.add_argument("--out", type=Path, default=paths.REPORTS / "seeds.json")
 
-    p = add("gpu-check", _gpu_check,
-            "prove the device path in minutes: environment, all-reduce, every balancer and stl, predict")
-    p.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto",
-                   help="default: auto (CUDA when present)")
+    p = add(
+        "gpu-check",
+        _gpu_check,
+        "prove the device path in minutes: environment, all-reduce, every balancer and stl, predict",
+    )
+    p.add_argument(
+        "--device", choices=("auto", "cuda", "cpu"), default="auto", help="default: auto (CUDA when present)"
+    )
     p.add_argument("--out", type=Path, default=paths.REPORTS / "gpu_check.json")
 
     p = add("compare", _compare, "test metrics of every balancer against trivial predictors")
@@ -197,18 +215,33 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("track", _track, "one wound over its visits: area, tissue fractions and their change, by date")
     p.add_argument("series", type=Path, help="folder of images with a date in each name, or a CSV (columns path,date)")
     source = p.add_mutually_exclusive_group()
-    source.add_argument("--model", "--model-uri", dest="model_uri", metavar="URI",
-                        help="MLflow model URI (default: models:/<registry.model_name>@champion)")
-    source.add_argument("--masks", type=Path, metavar="DIR",
-                        help="measure these index masks (same file names) instead of a model")
+    source.add_argument(
+        "--model",
+        "--model-uri",
+        dest="model_uri",
+        metavar="URI",
+        help="MLflow model URI (default: models:/<registry.model_name>@champion)",
+    )
+    source.add_argument(
+        "--masks", type=Path, metavar="DIR", help="measure these index masks (same file names) instead of a model"
+    )
     p.add_argument("--pixel-spacing-mm", type=float, metavar="MM", help="pixel side in mm: also report areas in cm²")
-    p.add_argument("--out", type=Path, default=paths.REPORTS / "track", metavar="DIR",
-                   help="output folder (default: reports/track)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=paths.REPORTS / "track",
+        metavar="DIR",
+        help="output folder (default: reports/track)",
+    )
 
     submit = p = add("submit", _submit, "run a pipeline command as a Ray job on a cluster (`ray job submit`)")
     p.add_argument("stage", nargs="+", help="the command and its arguments, after `--` (e.g. -- train atdwa)")
-    p.add_argument("--address", help="the cluster: host:port (GCS) or http://host:8265 (default: ray.address, $RAY_ADDRESS)")
-    p.add_argument("--working-dir", type=Path, default=Path("."), help="project folder uploaded to the job (default: .)")
+    p.add_argument(
+        "--address", help="the cluster: host:port (GCS) or http://host:8265 (default: ray.address, $RAY_ADDRESS)"
+    )
+    p.add_argument(
+        "--working-dir", type=Path, default=Path("."), help="project folder uploaded to the job (default: .)"
+    )
     p.add_argument("--env", action="append", default=[], metavar="NAME", help="also forward this variable to the job")
     p.add_argument("--no-wait", action="store_true", help="return once the job is submitted")
 

@@ -155,7 +155,10 @@ class ModelParams(_Strict):
     name: Literal["ssc_resnet34", "attention_unet", "unet", "swin_unetr"] = "ssc_resnet34"
     dropout: float = Field(0.3, ge=0.0, lt=1.0)
     width: int = Field(
-        64, ge=8, le=256, multiple_of=4,
+        64,
+        ge=8,
+        le=256,
+        multiple_of=4,
         description="base width of ssc_resnet34 (64 = standard ResNet-34; smaller for CPU runs), top-level channels "
         "of unet (64 = the original U-Net); swin_unetr's feature_size is 3/4 of it in multiples of 12 "
         "(16 -> 12, 64 -> 48); attention_unet ignores it",
@@ -163,7 +166,6 @@ class ModelParams(_Strict):
     pretrained_encoder: str | None = Field(
         None, description="torchvision-format ResNet-34 state_dict (local path or URI)"
     )
-
 
     @model_validator(mode="after")
     def _pretrained_needs_standard_width(self) -> ModelParams:
@@ -250,21 +252,22 @@ class RayParams(_Strict):
     storage_path: str = Field("ray_results", description="Ray Train storage (local folder or s3://)")
     sync_batchnorm: bool = Field(False, description="SyncBatchNorm across GPU workers (CUDA only)")
     collective_timeout_s: int = Field(
-        600, ge=10, description="a collective (all-reduce) that waits longer fails the job (Ray Train's default: 1800 s)"
+        600,
+        ge=10,
+        description="a collective (all-reduce) that waits longer fails the job (Ray Train's default: 1800 s)",
     )
 
 
 class TrackingParams(_Strict):
     """MLflow tracking."""
 
-    uri: str | None = Field(
-        None, description="tracking URI; null = $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db"
-    )
+    uri: str | None = Field(None, description="tracking URI; null = $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db")
     experiment: str = Field("mtl-pipeline", min_length=1)
     log_models: bool = True
     system_metrics: bool = True
     outage_s: float = Field(
-        300.0, ge=0.0,
+        300.0,
+        ge=0.0,
         description="seconds the stages wait out an unreachable tracking server (retrying with back-off) "
         "before failing; per-epoch metrics are kept meanwhile and training goes on",
     )
@@ -278,7 +281,8 @@ class TuneSelectionParams(_Strict):
 
     rule: str = Field("min_std", description=f"one of {TUNE_RULES}")
     metric: str = Field(
-        "lesion.dice", description="min_std: the figure whose std across folds is minimised (val_loss or <task>.<metric>)"
+        "lesion.dice",
+        description="min_std: the figure whose std across folds is minimised (val_loss or <task>.<metric>)",
     )
     tie_tolerance: float = Field(
         1e-3, ge=0.0, description="min_std: stds within this of the lowest tie; the lower mean val loss wins"
@@ -331,6 +335,8 @@ class EvaluateParams(_Strict):
     alpha: float = Field(0.05, gt=0.0, lt=1.0, description="significance level of the paired tests")
     holm: bool = Field(True, description="Holm-correct each task's p-values across the balancers compared")
     contour_images: int = Field(4, ge=1, le=16, description="test images in the report's contour figure")
+
+
 METRIC_NAME = re.compile(r"^[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*$")
 """``<task>.<metric>``, e.g. ``lesion.dice``: a metric of the evaluation of one task."""
 
@@ -467,9 +473,7 @@ class Params(_Strict):
         for t in self.tasks:
             wanted = TARGET_OF_KIND[t.kind]
             if t.target != wanted:
-                raise ValueError(
-                    f"tasks.{t.name}: kind {t.kind!r} needs target {wanted!r}, got {t.target!r}"
-                )
+                raise ValueError(f"tasks.{t.name}: kind {t.kind!r} needs target {wanted!r}, got {t.target!r}")
             tissue_classes = len(self.data.tissues) + 1
             if t.kind == "multiclass_segmentation" and t.num_classes not in (None, tissue_classes):
                 raise ValueError(
@@ -530,8 +534,8 @@ def tracking_uri(params: Params) -> str:
     """
     uri = params.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
     prefix = "sqlite:///"
-    if uri.startswith(prefix) and not uri[len(prefix):].startswith("/"):
-        uri = prefix + str(Path(uri[len(prefix):]).resolve())
+    if uri.startswith(prefix) and not uri[len(prefix) :].startswith("/"):
+        uri = prefix + str(Path(uri[len(prefix) :]).resolve())
     return uri
 
 

@@ -86,5 +86,8 @@ def progress(desc: str, unit: str, total: int | None = None) -> Iterator[Progres
     counter = Progress(None)
     yield counter
     elapsed = time.perf_counter() - started
-    print(f"{desc}: {counter.done} {unit} in {elapsed:.1f} s, {counter.done / max(elapsed, 1e-9):.0f} {unit}/s",
-          file=sys.stderr, flush=True)
+    print(
+        f"{desc}: {counter.done} {unit} in {elapsed:.1f} s, {counter.done / max(elapsed, 1e-9):.0f} {unit}/s",
+        file=sys.stderr,
+        flush=True,
+    )

@@ -29,33 +29,66 @@ from pipeline.errors import ConfigError, PipelineError
 from pipeline.tracking.redaction import redact
 
 EXCLUDES = (
-    ".git", ".venv", ".dvc/cache", ".dvc/tmp", "__pycache__", "*.egg-info",
-    "mlruns", "mlartifacts", "mlflow.db", "ray_results", "infra/compose/.env",
+    ".git",
+    ".venv",
+    ".dvc/cache",
+    ".dvc/tmp",
+    "__pycache__",
+    "*.egg-info",
+    "mlruns",
+    "mlartifacts",
+    "mlflow.db",
+    "ray_results",
+    "infra/compose/.env",
 )
 """Paths (gitignore syntax, as Ray's ``excludes``) never uploaded with the working directory."""
 
 FORWARDED = (
-    "MLFLOW_TRACKING_URI", "MLFLOW_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION",
-    "MLFLOW_DISABLE_TELEMETRY", "RAY_USAGE_STATS_ENABLED", "NO_ALBUMENTATIONS_UPDATE",
+    "MLFLOW_TRACKING_URI",
+    "MLFLOW_S3_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL",
+    "AWS_DEFAULT_REGION",
+    "MLFLOW_DISABLE_TELEMETRY",
+    "RAY_USAGE_STATS_ENABLED",
+    "NO_ALBUMENTATIONS_UPDATE",
 )
 """Variables passed to the job when they are set in this environment."""
 
 
-def run(params: Params, stage_args: Sequence[str], *, commands: Collection[str], address: str | None,
-        working_dir: Path, env: Sequence[str] = (), wait: bool = True) -> None:
+def run(
+    params: Params,
+    stage_args: Sequence[str],
+    *,
+    commands: Collection[str],
+    address: str | None,
+    working_dir: Path,
+    env: Sequence[str] = (),
+    wait: bool = True,
+) -> None:
     """Submit ``python -m pipeline <stage_args>`` to the cluster at ``address`` (else ``ray.address``,
     ``$RAY_ADDRESS``); with ``wait``, follow its logs and raise PipelineError unless it succeeds.
     ``commands``: the CLI's sub-commands, one of which ``stage_args`` must start with."""
-    command = job_command(params, stage_args, commands=commands, address=address, working_dir=working_dir,
-                          env=env, wait=wait)
+    command = job_command(
+        params, stage_args, commands=commands, address=address, working_dir=working_dir, env=env, wait=wait
+    )
     print("submit:", redact(shlex.join(command)), flush=True)
     status = subprocess.run(command).returncode
     if status != 0:
-        raise PipelineError(f"Ray job `python -m pipeline {shlex.join(stage_args)}` failed (ray job submit exit {status})")
+        raise PipelineError(
+            f"Ray job `python -m pipeline {shlex.join(stage_args)}` failed (ray job submit exit {status})"
+        )
 
 
-def job_command(params: Params, stage_args: Sequence[str], *, commands: Collection[str], address: str | None,
-                working_dir: Path, env: Sequence[str] = (), wait: bool = True) -> list[str]:
+def job_command(
+    params: Params,
+    stage_args: Sequence[str],
+    *,
+    commands: Collection[str],
+    address: str | None,
+    working_dir: Path,
+    env: Sequence[str] = (),
+    wait: bool = True,
+) -> list[str]:
     """The ``ray job submit`` command line; raises ConfigError for a missing address, stage, folder or variable."""
     address = address or ray_address(params)
     if not address:
@@ -72,10 +105,17 @@ def job_command(params: Params, stage_args: Sequence[str], *, commands: Collecti
         raise ConfigError(f"submit --env: {unset} are not set in this environment")
     runtime_env = {"working_dir": str(Path(working_dir).resolve()), "excludes": list(EXCLUDES), "env_vars": forwarded}
     return [
-        _ray_executable(), "job", "submit", f"--address={address}",
+        _ray_executable(),
+        "job",
+        "submit",
+        f"--address={address}",
         f"--runtime-env-json={json.dumps(runtime_env)}",
         *([] if wait else ["--no-wait"]),
-        "--", "python", "-m", "pipeline", *stage,
+        "--",
+        "python",
+        "-m",
+        "pipeline",
+        *stage,
     ]
 
 

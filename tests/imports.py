@@ -40,8 +40,13 @@ def imported_modules(tree: ast.AST, module: str, is_package: bool) -> set[str]:
                 anchor = module.split(".")[: len(module.split(".")) - node.level + is_package]
                 base = ".".join(anchor + ([base] if base else []))
             names |= {base} | {f"{base}.{alias.name}" for alias in node.names}
-        elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-              and node.func.attr == "import_module" and node.args and isinstance(node.args[0], ast.Constant)):
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "import_module"
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+        ):
             names.add(node.args[0].value)
     return names
 

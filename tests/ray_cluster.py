@@ -61,7 +61,8 @@ def ray_cluster() -> Iterator[RayCluster]:
         env.setenv("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")  # propagated to Ray Train's controller
         process = _start_node(
             ["--head", f"--port={port}", f"--num-cpus={NUM_CPUS}", f"--temp-dir={temp}", "--include-dashboard=false"],
-            dict(os.environ), temp / "ray_start.log",
+            dict(os.environ),
+            temp / "ray_start.log",
         )
         try:
             yield RayCluster(address=f"127.0.0.1:{port}", num_cpus=NUM_CPUS)
@@ -93,23 +94,40 @@ def two_node_cluster() -> Iterator[TwoNodeCluster]:
     temp = Path(tempfile.mkdtemp(prefix="ray2-"))
     port, dashboard_port = free_port(), free_port()
     env = {
-        **os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(_new_token(temp)),
-        "RAY_USAGE_STATS_ENABLED": "0", "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",
+        **os.environ,
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN_PATH": str(_new_token(temp)),
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",
     }
     env.pop("RAY_AUTH_TOKEN", None)
     env.pop("RAY_ADDRESS", None)
     nodes = []
     try:
-        nodes.append(_start_node(
-            ["--head", f"--port={port}", "--num-cpus=1", f"--temp-dir={temp}", "--include-dashboard=true",
-             "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}"],
-            env, temp / "head.log",
-        ))
+        nodes.append(
+            _start_node(
+                [
+                    "--head",
+                    f"--port={port}",
+                    "--num-cpus=1",
+                    f"--temp-dir={temp}",
+                    "--include-dashboard=true",
+                    "--dashboard-host=127.0.0.1",
+                    f"--dashboard-port={dashboard_port}",
+                ],
+                env,
+                temp / "head.log",
+            )
+        )
         # A folder of its own, as on a real second machine: nodes sharing one would unpack a job's
         # working directory into the same place, each replacing it while the other's processes read it.
-        nodes.append(_start_node(
-            [f"--address=127.0.0.1:{port}", "--num-cpus=1", f"--temp-dir={temp / 'node2'}"], env, temp / "worker.log"
-        ))
+        nodes.append(
+            _start_node(
+                [f"--address=127.0.0.1:{port}", "--num-cpus=1", f"--temp-dir={temp / 'node2'}"],
+                env,
+                temp / "worker.log",
+            )
+        )
         cluster = TwoNodeCluster(f"127.0.0.1:{port}", f"http://127.0.0.1:{dashboard_port}", env)
         _wait_for_job_server(cluster)
         yield cluster
@@ -123,8 +141,7 @@ def _wait_for_job_server(cluster: TwoNodeCluster) -> None:
     """Submit no-op jobs until one succeeds: the job server answers 'No available agent' (HTTP 500)
     until the head's dashboard agent has registered, which takes a while on a busy machine."""
     deadline = time.monotonic() + START_TIMEOUT_S
-    command = [RAY, "job", "submit", f"--address={cluster.address}",
-               "--", "python", "-c", "pass"]
+    command = [RAY, "job", "submit", f"--address={cluster.address}", "--", "python", "-c", "pass"]
     while (done := subprocess.run(command, env=cluster.env, capture_output=True, text=True)).returncode != 0:
         if time.monotonic() > deadline:
             raise RuntimeError(f"the Ray job server did not take a job:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
@@ -146,8 +163,14 @@ def _start_node(args: list[str], env: dict[str, str], log: Path) -> subprocess.P
     with open(log, "wb") as out:
         process = subprocess.Popen(
             [
-                RAY, "start", "--block", *args, "--num-gpus=0",
-                "--disable-usage-stats", "--node-ip-address=127.0.0.1", f"--dashboard-agent-listen-port={free_port()}",
+                RAY,
+                "start",
+                "--block",
+                *args,
+                "--num-gpus=0",
+                "--disable-usage-stats",
+                "--node-ip-address=127.0.0.1",
+                f"--dashboard-agent-listen-port={free_port()}",
             ],
             env={**env, "PYTHONPATH": str(REPO), "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0"},
             stdout=out,

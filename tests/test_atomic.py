@@ -12,10 +12,9 @@ def test_failed_write_keeps_the_previous_directory(tmp_path):
     target = tmp_path / "out"
     with atomic_dir(target) as tmp:
         (tmp / "a.txt").write_text("first")
-    with pytest.raises(RuntimeError):
-        with atomic_dir(target) as tmp:
-            (tmp / "a.txt").write_text("second")
-            raise RuntimeError("stage failed")
+    with pytest.raises(RuntimeError), atomic_dir(target) as tmp:
+        (tmp / "a.txt").write_text("second")
+        raise RuntimeError("stage failed")
     assert (target / "a.txt").read_text() == "first"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no temp leftovers
 

@@ -6,8 +6,23 @@ import sys
 
 from pipeline.cli import main
 
-STAGES = ["ingest", "split", "preprocess", "augment", "tune", "train", "bench", "gpu-check", "compare", "evaluate",
-          "report", "promote", "predict", "track", "apply-profile"]
+STAGES = [
+    "ingest",
+    "split",
+    "preprocess",
+    "augment",
+    "tune",
+    "train",
+    "bench",
+    "gpu-check",
+    "compare",
+    "evaluate",
+    "report",
+    "promote",
+    "predict",
+    "track",
+    "apply-profile",
+]
 
 
 def test_help_lists_every_stage_with_a_description():

@@ -25,7 +25,10 @@ def test_repository_params_file_is_valid():
         ({"balancer": {"atdwa": {"window": 1}}}, "balancer.atdwa.window = 1"),
         ({"model": {"name": "vgg"}}, "model.name = 'vgg': Input should be 'ssc_resnet34', 'attention_unet'"),
         ({"tasks": [{"name": "lesion", "kind": "regression", "target": "mask"}]}, "tasks.0.kind = 'regression'"),
-        ({"tasks": [{"name": "d", "kind": "classification", "target": "mask"}]}, "kind 'classification' needs target 'label'"),
+        (
+            {"tasks": [{"name": "d", "kind": "classification", "target": "mask"}]},
+            "kind 'classification' needs target 'label'",
+        ),
         ({"train": {"folds": [0, 3]}, "split": {"k_folds": 2}}, "train.folds: [3] outside 0..1"),
         ({"registry": {"primary": ["seg.dice"]}}, "registry.primary: ['seg.dice'] name tasks that are not configured"),
         ({"registry": {"floors": {"lesion": 0.5}}}, "registry.floors: ['lesion'] are not <task>.<metric> names"),
@@ -47,7 +50,10 @@ def test_missing_params_file_is_named(tmp_path):
 
 def test_classes_are_kept_in_canonical_order():
     assert parse_params({"data": {"classes": ["malignant", "normal", "benign"]}}).data.classes == (
-        "normal", "benign", "malignant")
+        "normal",
+        "benign",
+        "malignant",
+    )
 
 
 def test_relative_sqlite_tracking_uri_is_made_absolute(tmp_path, monkeypatch):

@@ -14,6 +14,7 @@ import yaml
 
 from tests.imports import PACKAGE, ROOT, closure, imported_modules
 
+
 def _command_code(stage: str) -> set[str]:
     """Files ``python -m pipeline <stage>`` runs: the entry points and the closure of what they import
     (of ``cli.py``, its module level and the stage's handler; the other stages' handlers do not run)."""
@@ -52,6 +53,12 @@ def test_the_closure_follows_function_level_and_importlibimported_modules():
     """The reader of imports itself: the train command's handler loads its stage by name, the stage module
     imports the training loop, the loop imports the balancers package, which imports every balancer."""
     code = _command_code("train")
-    assert {"pipeline/train/stage.py", "pipeline/train/loop.py", "pipeline/balancers/gradnorm.py",
-            "pipeline/config.py", "pipeline/__init__.py", "pipeline/__main__.py"} <= code
+    assert {
+        "pipeline/train/stage.py",
+        "pipeline/train/loop.py",
+        "pipeline/balancers/gradnorm.py",
+        "pipeline/config.py",
+        "pipeline/__init__.py",
+        "pipeline/__main__.py",
+    } <= code
     assert "pipeline/registry/stage.py" not in code

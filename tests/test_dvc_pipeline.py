@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
 
-FAKE_SECRET = "fake-secret-3f9d"  # noqa: S105 - must never reach MLflow
+FAKE_SECRET = "fake-secret-3f9d"
 
 
 def _dvc(cwd: Path, *args: str) -> str:
@@ -31,8 +31,7 @@ def _dvc(cwd: Path, *args: str) -> str:
         "MLFLOW_DISABLE_TELEMETRY": "true",
         "RAY_USAGE_STATS_ENABLED": "0",
     }
-    out = subprocess.run([Path(sys.executable).parent / "dvc", *args], cwd=cwd, env=env,
-                         capture_output=True, text=True)
+    out = subprocess.run([Path(sys.executable).parent / "dvc", *args], cwd=cwd, env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
     return out.stdout + out.stderr
 
@@ -45,17 +44,35 @@ def test_repro_is_incremental(tmp_path):
     for item in ("pipeline", "profiles", "dvc.yaml"):
         (shutil.copytree if (ROOT / item).is_dir() else shutil.copy)(ROOT / item, tmp_path / item)
     full = yaml.safe_load((ROOT / "params.yaml").read_text())  # dvc needs every declared key present
-    params = deep_merge(deep_merge(full, TINY), {
-        "train": {"balancers": ["equal", "atdwa"], "epochs": 1, "folds": [0]},
-        "tune": {"gamma": [0.5, 0.8], "t0": [2.0], "epochs": 1, "max_concurrent_trials": 1,
-                 "selection": {"rule": "min_mean_val_loss"}},
-    })
+    params = deep_merge(
+        deep_merge(full, TINY),
+        {
+            "train": {"balancers": ["equal", "atdwa"], "epochs": 1, "folds": [0]},
+            "tune": {
+                "gamma": [0.5, 0.8],
+                "t0": [2.0],
+                "epochs": 1,
+                "max_concurrent_trials": 1,
+                "selection": {"rule": "min_mean_val_loss"},
+            },
+        },
+    )
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     _dvc(tmp_path, "init", "--no-scm", "-q")
 
     first = _dvc(tmp_path, "repro")
-    assert _ran(first) == {"ingest", "split", "preprocess", "augment", "tune", "train@equal", "train@atdwa",
-                           "evaluate", "report", "promote"}
+    assert _ran(first) == {
+        "ingest",
+        "split",
+        "preprocess",
+        "augment",
+        "tune",
+        "train@equal",
+        "train@atdwa",
+        "evaluate",
+        "report",
+        "promote",
+    }
     _assert_tracked(tmp_path, epochs=params["train"]["epochs"])
     _assert_metrics_table(tmp_path, balancers=params["train"]["balancers"])
     _assert_readable_log(first, balancers=params["train"]["balancers"], epochs=params["train"]["epochs"])
@@ -91,8 +108,12 @@ def _assert_only_touched_stages_change(root: Path, params: dict) -> None:
 def _assert_readable_log(output: str, balancers: list[str], epochs: int) -> None:
     """Written to a file (not a terminal), a run says one line per stage step and per epoch, no library chatter."""
     assert "\r" not in output  # no progress-bar redraws
-    for chatter in ("TrainingReport(", "Checkpoint successfully created", "Failed to query Ray Train Controller",
-                    "INFO mlflow"):
+    for chatter in (
+        "TrainingReport(",
+        "Checkpoint successfully created",
+        "Failed to query Ray Train Controller",
+        "INFO mlflow",
+    ):
         assert chatter not in output
     assert re.search(r"^augment: \d+ img in [\d.]+ s", output, re.MULTILINE)
     lines = re.findall(r"\[(\w+) fold 0\] epoch +(\d+) \| .*dice [\d.]+ w [\d.]+ \| .*accuracy [\d.]+", output)
@@ -106,8 +127,9 @@ def _assert_metrics_table(root: Path, balancers: list[str]) -> None:
     assert set(shown) == {f"metrics/{b}/metrics.json" for b in balancers}
 
     def columns(tree: dict, prefix: str = "") -> set[str]:
-        return set().union(*(columns(v, f"{prefix}{k}.") if isinstance(v, dict) else {prefix + k}
-                             for k, v in tree.items()))
+        return set().union(
+            *(columns(v, f"{prefix}{k}.") if isinstance(v, dict) else {prefix + k} for k, v in tree.items())
+        )
 
     rows = [columns(file["data"]) for file in shown.values()]
     assert all(row == rows[0] for row in rows) and len(rows[0]) <= 12

@@ -43,8 +43,10 @@ def test_a_module_imports_nothing_from_a_layer_above_it(module):
     path = ROOT.joinpath(*module.split(".")).with_suffix(".py")
     is_package = path.name == "__init__.py"
     name = module.removesuffix(".__init__")
-    imported = {m for m in imported_modules(ast.parse(path.read_text()), name, is_package)
-                if m.split(".")[0] == PACKAGE and m != PACKAGE}
+    imported = {
+        m
+        for m in imported_modules(ast.parse(path.read_text()), name, is_package)
+        if m.split(".")[0] == PACKAGE and m != PACKAGE
+    }
     above = sorted(m for m in imported if _layer(m) > _layer(name))
     assert not above, f"{path.relative_to(ROOT)} (layer {_layer(name)}) imports from layers above it: {above}"
-

@@ -58,8 +58,11 @@ def test_a_real_data_profile_needs_the_dataset_and_leaves_params_untouched_witho
 def test_one_command_points_a_real_data_profile_at_its_dataset(project):
     apply("busi", Path("params.yaml"), data="/datasets/Dataset_BUSI_with_GT")
     p = load_params(Path("params.yaml"))
-    assert (p.data.source, p.data.layout, p.data.classes) == ("/datasets/Dataset_BUSI_with_GT", "busi",
-                                                              ("benign", "malignant"))
+    assert (p.data.source, p.data.layout, p.data.classes) == (
+        "/datasets/Dataset_BUSI_with_GT",
+        "busi",
+        ("benign", "malignant"),
+    )
 
 
 def test_wound_dataset_profiles_set_every_key_their_tasks_need(project):

@@ -95,8 +95,11 @@ class S3:
     def client(self):
         """A boto3 S3 client of this endpoint, credentials passed explicitly (the environment is not read)."""
         return boto3.client(
-            "s3", endpoint_url=self.endpoint_url, region_name=self.region,
-            aws_access_key_id=self.access_key_id, aws_secret_access_key=self.secret_access_key,
+            "s3",
+            endpoint_url=self.endpoint_url,
+            region_name=self.region,
+            aws_access_key_id=self.access_key_id,
+            aws_secret_access_key=self.secret_access_key,
         )
 
 
@@ -161,8 +164,10 @@ def postgres_bin_dir() -> Path:
     for initdb in reversed(candidates):
         if all((initdb.parent / name).is_file() for name in POSTGRES_PROGRAMS):
             return initdb.parent
-    raise MissingTool(f"PostgreSQL server binaries ({', '.join(POSTGRES_PROGRAMS)}) not found on PATH or in "
-                      f"{POSTGRES_GLOB}: {INSTALL_HINT}")
+    raise MissingTool(
+        f"PostgreSQL server binaries ({', '.join(POSTGRES_PROGRAMS)}) not found on PATH or in "
+        f"{POSTGRES_GLOB}: {INSTALL_HINT}"
+    )
 
 
 def _major_version(initdb: str) -> int:
@@ -181,13 +186,15 @@ def _owner_command() -> list[str]:
     if os.geteuid() != 0:
         return []
     if shutil.which("runuser") is None:
-        raise MissingTool("runuser not found (running as root, PostgreSQL must run as another user): "
-                          "apt-get install util-linux")
+        raise MissingTool(
+            "runuser not found (running as root, PostgreSQL must run as another user): apt-get install util-linux"
+        )
     try:
         pwd.getpwnam(POSTGRES_OWNER)
     except KeyError:
-        raise MissingTool(f"no system user {POSTGRES_OWNER!r} to run PostgreSQL as (running as root): "
-                          f"{INSTALL_HINT} creates it") from None
+        raise MissingTool(
+            f"no system user {POSTGRES_OWNER!r} to run PostgreSQL as (running as root): {INSTALL_HINT} creates it"
+        ) from None
     return ["runuser", "-u", POSTGRES_OWNER, "--"]
 
 
@@ -213,15 +220,50 @@ def postgres(database: str = "mlflow", user: str = "mlflow") -> Iterator[Postgre
         if owner:
             for path in (root, sockets, pwfile):
                 shutil.chown(path, POSTGRES_OWNER, POSTGRES_OWNER)
-        _run([*owner, str(bin_dir / "initdb"), "-D", str(data), "-U", user, "--auth=scram-sha-256",
-              f"--pwfile={pwfile}", "-E", "UTF8", "--no-locale", "--no-instructions"], "initdb")
+        _run(
+            [
+                *owner,
+                str(bin_dir / "initdb"),
+                "-D",
+                str(data),
+                "-U",
+                user,
+                "--auth=scram-sha-256",
+                f"--pwfile={pwfile}",
+                "-E",
+                "UTF8",
+                "--no-locale",
+                "--no-instructions",
+            ],
+            "initdb",
+        )
         pwfile.unlink()
         server_options = f"-c listen_addresses={HOST} -p {port} -k {sockets}"
-        _run([*owner, str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(log), "-o", server_options,
-              "-w", "-t", str(POSTGRES_START_TIMEOUT_S), "start"], "pg_ctl start", log)
+        _run(
+            [
+                *owner,
+                str(bin_dir / "pg_ctl"),
+                "-D",
+                str(data),
+                "-l",
+                str(log),
+                "-o",
+                server_options,
+                "-w",
+                "-t",
+                str(POSTGRES_START_TIMEOUT_S),
+                "start",
+            ],
+            "pg_ctl start",
+            log,
+        )
         try:
-            _run([str(bin_dir / "createdb"), "-h", HOST, "-p", str(port), "-U", user, database], "createdb", log,
-                 env={**os.environ, "PGPASSWORD": password})
+            _run(
+                [str(bin_dir / "createdb"), "-h", HOST, "-p", str(port), "-U", user, database],
+                "createdb",
+                log,
+                env={**os.environ, "PGPASSWORD": password},
+            )
             yield Postgres(uri=f"postgresql://{user}@{HOST}:{port}/{database}", password=password)
         finally:
             _run([*owner, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"], "pg_ctl stop", log)
@@ -257,8 +299,12 @@ def s3(bucket: str = "mtl-team") -> Iterator[S3]:
     host, port = server.get_host_and_port()
     endpoint_url = f"http://{host}:{port}"
     try:
-        store = S3(endpoint_url=endpoint_url, bucket=bucket,
-                   access_key_id=f"AKIA{secrets.token_hex(8).upper()}", secret_access_key=secrets.token_urlsafe(30))
+        store = S3(
+            endpoint_url=endpoint_url,
+            bucket=bucket,
+            access_key_id=f"AKIA{secrets.token_hex(8).upper()}",
+            secret_access_key=secrets.token_urlsafe(30),
+        )
         store.client().create_bucket(Bucket=bucket)
         yield store
     finally:
@@ -295,7 +341,8 @@ def mlflow_server(database: Postgres, store: S3, username: str = "admin") -> Ite
         config.write(out)
     inherited = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "AWS_"))}
     env = {
-        **inherited, **store.env(),
+        **inherited,
+        **store.env(),
         "PGPASSWORD": database.password,
         "MLFLOW_AUTH_CONFIG_PATH": str(auth_config),
         "MLFLOW_S3_ENDPOINT_URL": store.endpoint_url,
@@ -305,16 +352,32 @@ def mlflow_server(database: Postgres, store: S3, username: str = "admin") -> Ite
         "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
     }
     command = [
-        str(Path(sys.executable).with_name("mlflow")), "server",
-        "--backend-store-uri", database.sqlalchemy_uri,
-        "--artifacts-destination", f"s3://{store.bucket}/mlartifacts",
-        "--app-name", "basic-auth",
-        "--host", HOST, "--port", str(port), "--workers", "1",
+        str(Path(sys.executable).with_name("mlflow")),
+        "server",
+        "--backend-store-uri",
+        database.sqlalchemy_uri,
+        "--artifacts-destination",
+        f"s3://{store.bucket}/mlartifacts",
+        "--app-name",
+        "basic-auth",
+        "--host",
+        HOST,
+        "--port",
+        str(port),
+        "--workers",
+        "1",
     ]
     log = root / "mlflow.log"
     try:
-        server = MlflowServer(url=url, username=username, password=password, process=_launch(command, env, log),
-                              command=command, environment=env, log=log)
+        server = MlflowServer(
+            url=url,
+            username=username,
+            password=password,
+            process=_launch(command, env, log),
+            command=command,
+            environment=env,
+            log=log,
+        )
         try:
             _wait_for_health(url, server.process, log)
             yield server
@@ -341,8 +404,9 @@ def _wait_for_health(url: str, process: subprocess.Popen, log: Path) -> None:
         except requests.RequestException:
             pass
         if time.monotonic() > deadline:
-            raise StackError(f"mlflow server did not answer {url}/health within {MLFLOW_START_TIMEOUT_S:g} s:\n"
-                             f"{_tail(log)}")
+            raise StackError(
+                f"mlflow server did not answer {url}/health within {MLFLOW_START_TIMEOUT_S:g} s:\n{_tail(log)}"
+            )
         time.sleep(0.5)
 
 
@@ -375,8 +439,10 @@ def main() -> int:
             print("# team stack up; in another shell:")
             for name, value in stack.env().items():
                 print(f"export {name}={shlex.quote(value)}")
-            print(f"# DVC remote: dvc remote add -d team s3://{stack.store.bucket}/dvc && "
-                  f"dvc remote modify team endpointurl {stack.store.endpoint_url}")
+            print(
+                f"# DVC remote: dvc remote add -d team s3://{stack.store.bucket}/dvc && "
+                f"dvc remote modify team endpointurl {stack.store.endpoint_url}"
+            )
             print("# Ctrl-C stops everything and deletes its data.", flush=True)
             while stack.server.process.poll() is None:
                 time.sleep(1.0)

@@ -23,15 +23,13 @@ def build_balancer(name: str, task_names: Sequence[str], params: Params) -> Bala
     """The balancer called ``name`` for ``task_names``, configured from ``params.balancer``."""
     cls = BALANCER_CLASSES.get(name)
     if cls is None:
-        raise ConfigError(
-            f"train.balancers: unknown balancer {name!r}; expected one of {sorted(BALANCER_CLASSES)}"
-        )
+        raise ConfigError(f"train.balancers: unknown balancer {name!r}; expected one of {sorted(BALANCER_CLASSES)}")
     return cls.from_params(task_names, params)
 
 
 __all__ = [
-    "ATDWABalancer",
     "BALANCER_CLASSES",
+    "ATDWABalancer",
     "Balancer",
     "DWABalancer",
     "EqualBalancer",

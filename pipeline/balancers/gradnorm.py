@@ -183,9 +183,7 @@ class GradNormBalancer(Balancer):
                 self._accumulate_shared_grad(k, features[-1], task_feature_grads[-1], shared)
             self._loss_sum[k] += loss.detach().to(self._loss_sum)
         used = [i for i, g in enumerate(feature_grads) if g is not None]
-        torch.autograd.backward(
-            [features[i] for i in used], grad_tensors=[feature_grads[i] for i in used]
-        )
+        torch.autograd.backward([features[i] for i in used], grad_tensors=[feature_grads[i] for i in used])
         self._scale_sum = self._scale_sum + scale
         self._micro_batches += 1
 
@@ -198,9 +196,7 @@ class GradNormBalancer(Balancer):
     ) -> None:
         """Add ``scale * grad_W L_k`` (a vector-Jacobian product through W's block; ``output_grad`` carries
         the scale) to row k, in the accumulation buffer's float32."""
-        grads = torch.autograd.grad(
-            output, shared, grad_outputs=output_grad, retain_graph=True, allow_unused=True
-        )
+        grads = torch.autograd.grad(output, shared, grad_outputs=output_grad, retain_graph=True, allow_unused=True)
         offset = 0
         for p, g in zip(shared, grads):
             if g is not None:

@@ -26,14 +26,14 @@ import torch
 
 from pipeline.balancers import build_balancer
 from pipeline.balancers.base import Balancer
+from pipeline.bench.timing import interleaved, median
 from pipeline.config import STL, Params
 from pipeline.models import build_model
 from pipeline.models.base import MultiTaskModel
-from pipeline.bench.timing import interleaved, median
-from pipeline.tasks import Task, build_tasks
 from pipeline.runtime.comm import LocalComm
 from pipeline.runtime.compute_format import ComputeFormat
 from pipeline.runtime.device import select_device, to_tensors
+from pipeline.tasks import Task, build_tasks
 from pipeline.train.loop import forward_backward
 
 WARMUP_STEPS = 3
@@ -50,8 +50,9 @@ class Contender:
     compute: ComputeFormat
 
 
-def synthetic_rows(tasks: tuple[Task, ...], n: int, image_size: int, channels: int,
-                   seed: int = 0) -> dict[str, np.ndarray]:
+def synthetic_rows(
+    tasks: tuple[Task, ...], n: int, image_size: int, channels: int, seed: int = 0
+) -> dict[str, np.ndarray]:
     """``n`` reproducible rows in the layout the data stages store: ``image`` ``(n, C, S, S)`` uint8 noise,
     ``mask`` ``(n, S, S)`` uint8 with a square lesion of side S/3 (1 inside), ``label`` ``(n,)`` int64 random
     classes and, per multi-class segmentation task, its target ``(n, S, S)`` uint8: the same square filled
@@ -73,13 +74,15 @@ def synthetic_rows(tasks: tuple[Task, ...], n: int, image_size: int, channels: i
     return rows
 
 
-def fixed_batches(tasks: tuple[Task, ...], n: int, batch_size: int, image_size: int, channels: int,
-                  device: torch.device) -> list[dict[str, torch.Tensor]]:
+def fixed_batches(
+    tasks: tuple[Task, ...], n: int, batch_size: int, image_size: int, channels: int, device: torch.device
+) -> list[dict[str, torch.Tensor]]:
     """``n`` reproducible batches of :func:`synthetic_rows` on ``device``, as the training loop feeds them
     (:func:`~pipeline.runtime.device.to_tensors`: images ``(B, C, S, S)`` in [-1, 1])."""
     rows = synthetic_rows(tasks, n * batch_size, image_size, channels)
-    return [to_tensors({k: v[i * batch_size : (i + 1) * batch_size] for k, v in rows.items()}, device)
-            for i in range(n)]
+    return [
+        to_tensors({k: v[i * batch_size : (i + 1) * batch_size] for k, v in rows.items()}, device) for i in range(n)
+    ]
 
 
 def contender(name: str, params: Params, tasks: tuple[Task, ...], device: torch.device) -> Contender:
@@ -94,8 +97,9 @@ def contender(name: str, params: Params, tasks: tuple[Task, ...], device: torch.
     return Contender(name, model, balancer, optimizer, compute)
 
 
-def train_step(c: Contender, tasks: tuple[Task, ...], loss_fns: list[torch.nn.Module],
-               batch: dict[str, torch.Tensor]) -> None:
+def train_step(
+    c: Contender, tasks: tuple[Task, ...], loss_fns: list[torch.nn.Module], batch: dict[str, torch.Tensor]
+) -> None:
     """One optimiser step of ``c`` on ``batch``, as the training loop takes it (one process, no accumulation)."""
     forward_backward(c.model, c.balancer, tasks, loss_fns, batch, c.compute.loss_scale(), c.compute)
     c.compute.unscale_(c.optimizer)
@@ -109,8 +113,9 @@ def synchronizer(device: torch.device) -> Callable[[], None]:
     return (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
 
 
-def measure_step_times(params: Params, balancers: tuple[str, ...], steps: int, batch_size: int,
-                       image_size: int) -> dict[str, list[float]]:
+def measure_step_times(
+    params: Params, balancers: tuple[str, ...], steps: int, batch_size: int, image_size: int
+) -> dict[str, list[float]]:
     """Interleaved per-step wall times (s) of each balancer on the same batches, after a warm-up."""
     device = select_device(params.train.device)
     tasks = build_tasks(params)
@@ -173,8 +178,14 @@ def default_image_size(device: torch.device) -> int:
     return 256 if device.type == "cuda" else 128
 
 
-def run(params: Params, params_path: Path | None, steps: int = 30, batch_size: int = 16,
-        image_size: int | None = None, memory_rounds: int = 3) -> dict[str, Any]:
+def run(
+    params: Params,
+    params_path: Path | None,
+    steps: int = 30,
+    batch_size: int = 16,
+    image_size: int | None = None,
+    memory_rounds: int = 3,
+) -> dict[str, Any]:
     """Step time and peak memory of every balancer of ``train.balancers`` and their ratios to ``equal``.
 
     ``params_path`` holds ``params`` for the CPU memory subprocesses; with ``memory_rounds = 0`` on the CPU
@@ -219,14 +230,20 @@ def run(params: Params, params_path: Path | None, steps: int = 30, batch_size: i
 def table(results: dict[str, Any]) -> list[str]:
     """The printed table of :func:`run`'s results."""
     lines = [
-        f"{results['model']} batch {results['batch_size']} at {results['image_size']}px on {results['device']} "
-        f"({results['torch_threads']} threads, median of {results['steps']} interleaved steps)",
-        f"{'balancer':<12} {'step ms':>9} {'× equal':>8} {'max ms':>9} {'× equal':>8} "
-        f"{'peak MiB':>9} {'× equal':>8}",
+        (
+            f"{results['model']} batch {results['batch_size']} at {results['image_size']}px on {results['device']} "
+            f"({results['torch_threads']} threads, median of {results['steps']} interleaved steps)"
+        ),
+        f"{'balancer':<12} {'step ms':>9} {'× equal':>8} {'max ms':>9} {'× equal':>8} {'peak MiB':>9} {'× equal':>8}",
     ]
     for b, r in results["balancers"].items():
-        memory = "not measured" if r["peak_memory_mib"] is None else (
-            f"{r['peak_memory_mib']:9.1f} {r['memory_ratio_vs_equal']:8.3f}")
-        lines.append(f"{b:<12} {r['step_ms_median']:9.1f} {r['time_ratio_vs_equal']:8.3f} "
-                     f"{r['step_ms_max']:9.1f} {r['max_time_ratio_vs_equal']:8.3f} {memory}")
+        memory = (
+            "not measured"
+            if r["peak_memory_mib"] is None
+            else (f"{r['peak_memory_mib']:9.1f} {r['memory_ratio_vs_equal']:8.3f}")
+        )
+        lines.append(
+            f"{b:<12} {r['step_ms_median']:9.1f} {r['time_ratio_vs_equal']:8.3f} "
+            f"{r['step_ms_max']:9.1f} {r['max_time_ratio_vs_equal']:8.3f} {memory}"
+        )
     return lines

@@ -17,6 +17,7 @@ configurations alternate over ``rounds`` runs each (order rotated), and medians 
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import tempfile
@@ -55,7 +56,7 @@ class EpochClock:
 def epoch_seconds(path: Path) -> list[float]:
     """Durations (s) of epochs 1.. from an :class:`EpochClock` file (epoch 0 has no start mark and is warm-up)."""
     marks = [float(line) for line in Path(path).read_text(encoding="utf-8").split()]
-    return [b - a for a, b in zip(marks, marks[1:])]
+    return [b - a for a, b in itertools.pairwise(marks)]
 
 
 def compute_seconds(run_dir: Path) -> list[float]:
@@ -66,11 +67,27 @@ def compute_seconds(run_dir: Path) -> list[float]:
 def job_params(params: Params, workers: int, threads: int, storage: Path, epochs: int = EPOCHS) -> Params:
     """``params`` for one configuration: ``epochs`` epochs of fold 0, ``workers`` × ``threads``, on the CPU
     (a measurement of CPU workers against CPU threads, also on a machine with fewer GPUs than workers)."""
-    return parse_params(deep_merge(params.model_dump(mode="json"), {
-        "train": {"epochs": epochs, "folds": [0], "num_threads": threads, "early_stopping_patience": epochs,
-                  "device": "cpu"},
-        "ray": {"num_workers": workers, "cpus_per_worker": threads, "storage_path": str(storage), "max_failures": 0},
-    }), "distributed benchmark params")
+    return parse_params(
+        deep_merge(
+            params.model_dump(mode="json"),
+            {
+                "train": {
+                    "epochs": epochs,
+                    "folds": [0],
+                    "num_threads": threads,
+                    "early_stopping_patience": epochs,
+                    "device": "cpu",
+                },
+                "ray": {
+                    "num_workers": workers,
+                    "cpus_per_worker": threads,
+                    "storage_path": str(storage),
+                    "max_failures": 0,
+                },
+            },
+        ),
+        "distributed benchmark params",
+    )
 
 
 def _in_process(params: Params, data_root: Path, work: Path, clock: EpochClock) -> None:
@@ -98,7 +115,7 @@ def run(params: Params, data_root: Path, rounds: int = 2, epochs_per_run: int = 
         cluster.connect(job_params(params, CPUS, 1, work))
         names = list(configs)
         for r in range(rounds):
-            for name in names[r % len(names):] + names[: r % len(names)]:
+            for name in names[r % len(names) :] + names[: r % len(names)]:
                 workers, threads = configs[name]
                 run_dir = work / f"{name}-{r}"
                 run_dir.mkdir()
@@ -107,7 +124,9 @@ def run(params: Params, data_root: Path, rounds: int = 2, epochs_per_run: int = 
                 if name == "in_process":
                     _in_process(job, data_root, run_dir, clock)
                 else:
-                    run_fold(job, "equal", 0, data_root, run_dir, f"bench-{name}-{r}-{os.getpid()}", epoch_callback=clock)
+                    run_fold(
+                        job, "equal", 0, data_root, run_dir, f"bench-{name}-{r}-{os.getpid()}", epoch_callback=clock
+                    )
                 epochs[name].extend(epoch_seconds(run_dir / "epochs.txt"))
                 computes[name].extend(compute_seconds(run_dir))
     finally:
@@ -134,11 +153,15 @@ def run(params: Params, data_root: Path, rounds: int = 2, epochs_per_run: int = 
 
 def table(results: dict[str, Any]) -> list[str]:
     epoch, compute, saving = results["epoch_s_median"], results["compute_s_median"], results["checkpoint_s_median"]
-    lines = [f"epoch s ({results['train_rows']} training rows, median of {results['rounds']} runs × "
-             f"{results['epochs_per_run'] - 1} epochs): "
-             + ", ".join(f"{n} {epoch[n]:.2f} (compute {compute[n]:.2f}, checkpoint {saving[n]:.2f})" for n in epoch)]
-    lines.append(f"Ray Train, 1 worker ÷ in-process: {results['ray_1_worker_vs_in_process']:.3f}× "
-                 f"({results['ray_overhead_s_per_epoch']:+.2f} s per epoch)")
+    lines = [
+        f"epoch s ({results['train_rows']} training rows, median of {results['rounds']} runs × "
+        f"{results['epochs_per_run'] - 1} epochs): "
+        + ", ".join(f"{n} {epoch[n]:.2f} (compute {compute[n]:.2f}, checkpoint {saving[n]:.2f})" for n in epoch)
+    ]
+    lines.append(
+        f"Ray Train, 1 worker ÷ in-process: {results['ray_1_worker_vs_in_process']:.3f}× "
+        f"({results['ray_overhead_s_per_epoch']:+.2f} s per epoch)"
+    )
     ratio = next(k for k in results if k.startswith("workers_"))
     lines.append(f"{CPUS} workers × 1 thread ÷ 1 worker × {CPUS} threads: {results[ratio]:.3f}×")
     return lines

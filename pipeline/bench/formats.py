@@ -22,8 +22,8 @@ from pipeline.bench.balancers import (
 )
 from pipeline.bench.timing import interleaved, median
 from pipeline.config import Params, deep_merge, parse_params
-from pipeline.tasks import build_tasks
 from pipeline.runtime.device import select_device
+from pipeline.tasks import build_tasks
 
 FORMATS = {
     "float32": {"amp": "off", "channels_last": False},
@@ -54,8 +54,12 @@ def run(params: Params, steps: int = 10, batch_size: int = 16, image_size: int |
         return lambda: train_step(c, tasks, loss_fns, next(cycle))
 
     formats = FORMATS | (CUDA_FORMATS if device.type == "cuda" else {})
-    seconds = interleaved({name: stepper(train) for name, train in formats.items()}, rounds=steps,
-                          warmup=WARMUP_STEPS, sync=synchronizer(device))
+    seconds = interleaved(
+        {name: stepper(train) for name, train in formats.items()},
+        rounds=steps,
+        warmup=WARMUP_STEPS,
+        sync=synchronizer(device),
+    )
     ms = {name: 1e3 * median(s) for name, s in seconds.items()}
     return {
         "device": str(device),
@@ -69,5 +73,7 @@ def run(params: Params, steps: int = 10, batch_size: int = 16, image_size: int |
 
 def table(results: dict[str, Any]) -> list[str]:
     ratio = results["time_ratio_vs_float32"]
-    return [f"equal, batch {results['batch_size']} at {results['image_size']}px on {results['device']}: "
-            + ", ".join(f"{name} {ms:.0f} ms ({ratio[name]:.2f}×)" for name, ms in results["step_ms_median"].items())]
+    return [
+        f"equal, batch {results['batch_size']} at {results['image_size']}px on {results['device']}: "
+        + ", ".join(f"{name} {ms:.0f} ms ({ratio[name]:.2f}×)" for name, ms in results["step_ms_median"].items())
+    ]

@@ -50,10 +50,10 @@ from pipeline.errors import ConfigError, PipelineError
 from pipeline.models import build_model
 from pipeline.registry.predictor import image_prediction
 from pipeline.registry.pyfunc import MultiTaskPyfunc, model_config, model_params
-from pipeline.tasks import Task, build_tasks
-from pipeline.train.checkpoint import save_checkpoint
 from pipeline.runtime.compute_format import NATIVE_BF16_CAPABILITY
 from pipeline.runtime.device import select_device, to_tensors
+from pipeline.tasks import Task, build_tasks
+from pipeline.train.checkpoint import save_checkpoint
 from pipeline.train.loop import Trainer
 
 EPOCHS = 2
@@ -129,8 +129,14 @@ def check_params(params: Params, device: torch.device, precision: str) -> Params
     size = SIZES[device.type]
     overrides = {
         "data": {"image_size": size.image_size},
-        "train": {"batch_size": size.batch_size, "grad_accum_steps": 1, "epochs": EPOCHS, "device": device.type,
-                  "amp": precision, "balancers": list(BALANCERS)},
+        "train": {
+            "batch_size": size.batch_size,
+            "grad_accum_steps": 1,
+            "epochs": EPOCHS,
+            "device": device.type,
+            "amp": precision,
+            "balancers": list(BALANCERS),
+        },
     }
     return parse_params(deep_merge(params.model_dump(mode="json"), overrides), "gpu-check params")
 
@@ -139,7 +145,7 @@ def attempt(check: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     """``check()``'s figures with ``passed: true``, or ``passed: false`` and the first line of what it raised."""
     try:
         return {**check(), "passed": True, "error": None}
-    except Exception as exc:  # a check reports every failure, whatever raised it
+    except Exception as exc:  # noqa: BLE001 - a check reports every failure, whatever raised it
         first_line = (str(exc).splitlines() or [""])[0]
         return {"passed": False, "error": f"{type(exc).__name__}: {first_line}"}
 
@@ -157,8 +163,9 @@ def distributed_smoke(device: torch.device) -> dict[str, Any]:
     if dist.is_initialized():
         raise PipelineError("a torch.distributed process group is already initialised in this process")
     backend = BACKENDS[device.type]
-    dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{free_port()}", rank=0, world_size=1,
-                            timeout=timedelta(seconds=60))
+    dist.init_process_group(
+        backend, init_method=f"tcp://127.0.0.1:{free_port()}", rank=0, world_size=1, timeout=timedelta(seconds=60)
+    )
     try:
         tensor = torch.arange(1.0, 5.0, device=device)
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
@@ -185,18 +192,24 @@ def synthetic_fold(params: Params, tasks: tuple[Task, ...], size: CheckSize) -> 
     return FoldData(train=sets["train"], val=sets["val"])
 
 
-def train_one(params: Params, tasks: tuple[Task, ...], balancer: str, data: FoldData,
-              device: torch.device) -> dict[str, Any]:
+def train_one(
+    params: Params, tasks: tuple[Task, ...], balancer: str, data: FoldData, device: torch.device
+) -> dict[str, Any]:
     """Train ``balancer`` with the :class:`Trainer` on ``device``: its per-epoch losses ``{"<train|val>/<task>":
     [loss, ...]}``, whether the summed training loss fell and its trainable parameter count."""
     result = Trainer(params, tasks, balancer, data, fold=0, device=device).fit()
-    losses = {f"{kind}/{t.name}": [record[f"{kind}_loss/{t.name}"] for record in result.history]
-              for kind in ("train", "val") for t in tasks}
+    losses = {
+        f"{kind}/{t.name}": [record[f"{kind}_loss/{t.name}"] for record in result.history]
+        for kind in ("train", "val")
+        for t in tasks
+    }
     bad = {name: values for name, values in losses.items() if not all(map(math.isfinite, values))}
     if bad:
         raise PipelineError(f"non-finite losses per epoch {bad}")
-    summed = [sum(values[epoch] for name, values in losses.items() if name.startswith("train/"))
-              for epoch in range(len(result.history))]
+    summed = [
+        sum(values[epoch] for name, values in losses.items() if name.startswith("train/"))
+        for epoch in range(len(result.history))
+    ]
     return {
         "losses": losses,
         "train_loss_decreased": summed[-1] < summed[0],
@@ -213,10 +226,17 @@ def training(params: Params, device: torch.device) -> dict[str, Any]:
     size = SIZES[device.type]
     data = synthetic_fold(params, tasks, size)
     per = {name: attempt(functools.partial(train_one, params, tasks, name, data, device)) for name in BALANCERS}
-    cost = attempt(functools.partial(
-        balancers.run, params, None, steps=size.timed_steps, batch_size=size.batch_size,
-        image_size=size.image_size, memory_rounds=0 if device.type == "cpu" else 1,
-    ))
+    cost = attempt(
+        functools.partial(
+            balancers.run,
+            params,
+            None,
+            steps=size.timed_steps,
+            batch_size=size.batch_size,
+            image_size=size.image_size,
+            memory_rounds=0 if device.type == "cpu" else 1,
+        )
+    )
     failed = {name: figures["error"] for name, figures in per.items() if not figures["passed"]}
     if cost["passed"]:
         for name, figures in per.items():
@@ -313,14 +333,20 @@ def table(results: dict[str, Any]) -> list[str]:
     status = {True: "passed", False: "FAILED"}
     lines = [
         f"gpu-check on {results['device']} ({env['device_name']}): {status[results['passed']]}",
-        f"torch {env['torch']}, CUDA {env['cuda_version']}, cuDNN {env['cudnn_version']}, "
-        f"NCCL {env['nccl_version'] or env['nccl_available']}, "
-        f"capability {env['compute_capability'] or env['cpu_capability']}, bf16 native {env['bf16_native']}, "
-        f"precision {env['precision']}",
-        f"distributed: {status[smoke['passed']]} ({BACKENDS[torch.device(results['device']).type]} all_reduce, "
-        f"one rank){': ' + smoke['error'] if smoke['error'] else ''}",
-        f"training: {status[trained['passed']]} (Trainer, {trained['epochs']} epochs, {trained['trainer_steps']} steps "
-        f"per balancer, precision {trained['precision']}){': ' + trained['error'] if trained['error'] else ''}",
+        (
+            f"torch {env['torch']}, CUDA {env['cuda_version']}, cuDNN {env['cudnn_version']}, "
+            f"NCCL {env['nccl_version'] or env['nccl_available']}, "
+            f"capability {env['compute_capability'] or env['cpu_capability']}, bf16 native {env['bf16_native']}, "
+            f"precision {env['precision']}"
+        ),
+        (
+            f"distributed: {status[smoke['passed']]} ({BACKENDS[torch.device(results['device']).type]} all_reduce, "
+            f"one rank){': ' + smoke['error'] if smoke['error'] else ''}"
+        ),
+        (
+            f"training: {status[trained['passed']]} (Trainer, {trained['epochs']} epochs, {trained['trainer_steps']} "
+            f"steps per balancer, precision {trained['precision']}){': ' + trained['error'] if trained['error'] else ''}"
+        ),
     ]
     for name, r in trained["balancers"].items():
         if r["passed"]:
@@ -329,12 +355,17 @@ def table(results: dict[str, Any]) -> list[str]:
     if "step_ms_median" in trained["balancers"]["equal"]:
         lines += balancers.table(trained)
     paper = trained["paper_table_iii"]
-    lines.append(f"  ({paper['source']}: gradnorm {paper['gradnorm_time_ratio_vs_equal']}× equal's step time, "
-                 f"{paper['gradnorm_memory_ratio_vs_equal']}× its memory)")
+    lines.append(
+        f"  ({paper['source']}: gradnorm {paper['gradnorm_time_ratio_vs_equal']}× equal's step time, "
+        f"{paper['gradnorm_memory_ratio_vs_equal']}× its memory)"
+    )
     if predicted["passed"]:
-        lines += [f"predict: passed ({name}, {p['images']} images: "
-                  + ", ".join(f"{task} {tuple(shape)}" for task, shape in p["output_shapes"].items()) + ")"
-                  for name, p in predicted["models"].items()]
+        lines += [
+            f"predict: passed ({name}, {p['images']} images: "
+            + ", ".join(f"{task} {tuple(shape)}" for task, shape in p["output_shapes"].items())
+            + ")"
+            for name, p in predicted["models"].items()
+        ]
     else:
         lines.append(f"predict: FAILED: {predicted['error']}")
     return lines

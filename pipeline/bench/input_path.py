@@ -25,6 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import albumentations as A  # after pipeline.data.augment, which turns off albumentations' update check
 import numpy as np
 import torch
 
@@ -35,15 +36,14 @@ from pipeline.data import augment
 from pipeline.data.augment import TRANSFORMS
 from pipeline.data.folds import ArraySet, load_fold
 from pipeline.data.preprocess import open_arrays
-from pipeline.tasks import build_tasks
 from pipeline.runtime.device import select_device, to_tensors
+from pipeline.tasks import build_tasks
 from pipeline.train.loop import epoch_batches
-
-import albumentations as A  # after pipeline.data.augment, which turns off albumentations' update check
 
 
 def loader_batches(source: ArraySet, batch_size: int, device: torch.device, seed: int) -> Callable[[], dict]:
     """A callable returning the next training batch of ``source`` as the loop builds it, epoch after epoch."""
+
     def epochs():
         for epoch in itertools.count():
             for batch in epoch_batches(len(source), batch_size, seed, 0, epoch):
@@ -98,7 +98,7 @@ def augment_vs_bare(params: Params, data_root: Path, rounds: int) -> dict[str, A
     """Images/s of the augment stage (1 and ``data.workers`` processes) and of a bare albumentations loop."""
     images, masks, jobs = _training_images(params, data_root)
     size = params.data.image_size
-    transforms = {name: A.Compose([TRANSFORMS[name](params.augment, size)]) for name in set(n for _, n in jobs)}
+    transforms = {name: A.Compose([TRANSFORMS[name](params.augment, size)]) for name in {n for _, n in jobs}}
 
     def bare() -> None:
         for i, name in jobs:
@@ -118,8 +118,11 @@ def augment_vs_bare(params: Params, data_root: Path, rounds: int) -> dict[str, A
     finally:
         shutil.rmtree(out, ignore_errors=True)
     rate = {name: len(jobs) / median(s) for name, s in seconds.items()}
-    results: dict[str, Any] = {"images": len(jobs), "images_per_s": rate,
-                               "stage_vs_bare": rate["stage_1_process"] / rate["bare_albumentations"]}
+    results: dict[str, Any] = {
+        "images": len(jobs),
+        "images_per_s": rate,
+        "stage_vs_bare": rate["stage_1_process"] / rate["bare_albumentations"],
+    }
     if params.data.workers > 1:
         results["stage_process_speedup"] = rate[f"stage_{params.data.workers}_processes"] / rate["stage_1_process"]
     return results
@@ -127,16 +130,22 @@ def augment_vs_bare(params: Params, data_root: Path, rounds: int) -> dict[str, A
 
 def run(params: Params, data_root: Path, rounds: int = 30, augment_rounds: int = 3) -> dict[str, Any]:
     """Both measurements on ``data_root`` (built for ``params``)."""
-    return {"loader": loader_vs_model(params, data_root, rounds), "augment": augment_vs_bare(params, data_root, augment_rounds)}
+    return {
+        "loader": loader_vs_model(params, data_root, rounds),
+        "augment": augment_vs_bare(params, data_root, augment_rounds),
+    }
 
 
 def table(results: dict[str, Any]) -> list[str]:
     loader, aug = results["loader"], results["augment"]
     lines = [
-        f"loader {loader['loader_samples_per_s']:.0f} samples/s vs model {loader['model_samples_per_s']:.1f} "
-        f"samples/s (batch {loader['batch_size']}, {loader['image_size']}px, {loader['device']}): "
-        f"headroom {loader['loader_headroom']:.1f}×",
-        "augment " + ", ".join(f"{name} {rate:.0f} img/s" for name, rate in aug["images_per_s"].items())
+        (
+            f"loader {loader['loader_samples_per_s']:.0f} samples/s vs model {loader['model_samples_per_s']:.1f} "
+            f"samples/s (batch {loader['batch_size']}, {loader['image_size']}px, {loader['device']}): "
+            f"headroom {loader['loader_headroom']:.1f}×"
+        ),
+        "augment "
+        + ", ".join(f"{name} {rate:.0f} img/s" for name, rate in aug["images_per_s"].items())
         + f" ({aug['images']} images): stage ÷ bare {aug['stage_vs_bare']:.2f}×",
     ]
     if "stage_process_speedup" in aug:

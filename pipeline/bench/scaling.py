@@ -27,11 +27,21 @@ MULTIPLES = (1, 2, 4)
 def scaled(params: Params, multiple: int) -> Params:
     """``params`` with every synthetic class count multiplied by ``multiple``."""
     counts = params.data.synthetic
-    return parse_params(deep_merge(params.model_dump(mode="json"), {"data": {"synthetic": {
-        "n_normal": counts.n_normal * multiple,
-        "n_benign": counts.n_benign * multiple,
-        "n_malignant": counts.n_malignant * multiple,
-    }}}), f"synthetic dataset × {multiple}")
+    return parse_params(
+        deep_merge(
+            params.model_dump(mode="json"),
+            {
+                "data": {
+                    "synthetic": {
+                        "n_normal": counts.n_normal * multiple,
+                        "n_benign": counts.n_benign * multiple,
+                        "n_malignant": counts.n_malignant * multiple,
+                    }
+                }
+            },
+        ),
+        f"synthetic dataset × {multiple}",
+    )
 
 
 def run(params: Params, rounds: int = 2) -> dict[str, Any]:
@@ -49,11 +59,13 @@ def run(params: Params, rounds: int = 2) -> dict[str, Any]:
             images[f"preprocess_{m}x"] = len(sets["train"]) + len(sets["test"])
             images[f"augment_{m}x"] = len(sets["train"]) * p.augment.copies_per_image
             contenders[f"preprocess_{m}x"] = lambda p=p, root=root: preprocess.run(
-                p, ingested=root / "ingested", out_dir=root / "preprocessed")
+                p, ingested=root / "ingested", out_dir=root / "preprocessed"
+            )
         for m in MULTIPLES:
             p, root = scaled(params, m), work / f"x{m}"
             contenders[f"augment_{m}x"] = lambda p=p, root=root: augment.run(
-                p, preprocessed=root / "preprocessed", split=root / "split", out_dir=root / "augmented")
+                p, preprocessed=root / "preprocessed", split=root / "split", out_dir=root / "augmented"
+            )
         seconds = interleaved(contenders, rounds=rounds, warmup=1)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -78,7 +90,9 @@ def table(results: dict[str, Any]) -> list[str]:
     for stage in ("preprocess", "augment"):
         r = results[stage]
         sizes = ", ".join(f"{n} img {s:.2f} s" for n, s in zip(r["images"].values(), r["seconds_median"].values()))
-        lines.append(f"{stage} ({results['workers']} workers): {sizes}; slope {r['slope_ms_per_image']:.2f} ms/img, "
-                     f"intercept {r['intercept_s']:.2f} s, r² {r['r_squared']:.4f}, 4× data → "
-                     f"{r['time_ratio_4x_vs_1x']:.2f}× time")
+        lines.append(
+            f"{stage} ({results['workers']} workers): {sizes}; slope {r['slope_ms_per_image']:.2f} ms/img, "
+            f"intercept {r['intercept_s']:.2f} s, r² {r['r_squared']:.4f}, 4× data → "
+            f"{r['time_ratio_4x_vs_1x']:.2f}× time"
+        )
     return lines

@@ -30,7 +30,6 @@ from pipeline.tasks import build_tasks
 from pipeline.train.loop import Trainer
 from pipeline.train.stage import evaluate_on_driver, fold_summary, mean_over_folds, trivial_baselines
 
-
 SHOWN = ("dice", "iou", "auc", "accuracy", "f1")
 
 

@@ -26,7 +26,13 @@ from pipeline.bench import PARTS, balancers, distributed, formats, input_path, s
 from pipeline.config import Params
 from pipeline.data.build import build_data_root
 
-MODULES = {"balancers": balancers, "formats": formats, "input": input_path, "distributed": distributed, "scaling": scaling}
+MODULES = {
+    "balancers": balancers,
+    "formats": formats,
+    "input": input_path,
+    "distributed": distributed,
+    "scaling": scaling,
+}
 LIGHT_BALANCERS = ("uncertainty", "dwa", "atdwa")
 
 
@@ -65,8 +71,13 @@ def machine() -> dict[str, Any]:
     }
 
 
-def run(params: Params, params_path: Path, parts: Sequence[str] = PARTS, out: Path = paths.REPORTS / "bench.json",
-        quick: bool = False) -> dict[str, Any]:
+def run(
+    params: Params,
+    params_path: Path,
+    parts: Sequence[str] = PARTS,
+    out: Path = paths.REPORTS / "bench.json",
+    quick: bool = False,
+) -> dict[str, Any]:
     """Run ``parts`` (in :data:`PARTS` order), print each part's table and the targets, write ``out``.
 
     ``quick`` cuts every part's rounds to the minimum (a smoke run for tests, not for figures).
@@ -84,18 +95,26 @@ def run(params: Params, params_path: Path, parts: Sequence[str] = PARTS, out: Pa
         for part in (p for p in PARTS if p in parts):
             t = time.perf_counter()
             if part == "balancers":
-                results[part] = balancers.run(params, params_path, **({"steps": 2, "memory_rounds": 1} if quick else {}))
+                results[part] = balancers.run(
+                    params, params_path, **({"steps": 2, "memory_rounds": 1} if quick else {})
+                )
             elif part == "formats":
                 results[part] = formats.run(params, **({"steps": 2} if quick else {}))
             elif part == "input":
-                results[part] = input_path.run(params, data_root, **({"rounds": 2, "augment_rounds": 1} if quick else {}))
+                results[part] = input_path.run(
+                    params, data_root, **({"rounds": 2, "augment_rounds": 1} if quick else {})
+                )
             elif part == "distributed":
                 results[part] = distributed.run(params, data_root, rounds=1 if quick else 2)
             else:
                 results[part] = scaling.run(params, rounds=1 if quick else 2)
             results[part]["wall_s"] = time.perf_counter() - t
-            print(f"\n== {part} ({results[part]['wall_s']:.0f} s)", *MODULES[part].table(results[part]), sep="\n",
-                  flush=True)
+            print(
+                f"\n== {part} ({results[part]['wall_s']:.0f} s)",
+                *MODULES[part].table(results[part]),
+                sep="\n",
+                flush=True,
+            )
     finally:
         shutil.rmtree(work, ignore_errors=True)
     results["targets"] = targets(results)
@@ -113,6 +132,8 @@ def summary(results: dict[str, Any]) -> list[str]:
     for part in (p for p in PARTS if p in results):
         lines += [f"-- {part}", *MODULES[part].table(results[part])]
     lines.append("-- targets")
-    lines += [f"{'met   ' if t['met'] else 'MISSED'} {t['figure']} = {t['value']:.3f} (target {t['target']})"
-              for t in results["targets"]]
+    lines += [
+        f"{'met   ' if t['met'] else 'MISSED'} {t['figure']} = {t['value']:.3f} (target {t['target']})"
+        for t in results["targets"]
+    ]
     return lines

@@ -30,7 +30,7 @@ def interleaved(
             contenders[name]()
     seconds: dict[str, list[float]] = {name: [] for name in names}
     for r in range(rounds):
-        for name in names[r % len(names):] + names[: r % len(names)]:
+        for name in names[r % len(names) :] + names[: r % len(names)]:
             sync()
             start = time.perf_counter()
             contenders[name]()

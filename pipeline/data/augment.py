@@ -29,7 +29,7 @@ from pipeline.data.split import read_split
 from pipeline.paths import MANIFEST, SPLIT_FILE
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # no PyPI version check from a pipeline stage
-import albumentations as A  # noqa: E402
+import albumentations as A
 
 # name -> factory(augment params, image side in px); every name of config.AUGMENTATIONS.
 # The elastic field (alpha = S, sigma = S/20) displaces pixels by a few px; albumentations' default
@@ -61,9 +61,7 @@ def run(params: Params, preprocessed: Path, split: Path, out_dir: Path) -> None:
     meta, jobs = plan(params, preprocessed, split)
     aug = params.augment
     size = meta["image_size"]
-    augment = functools.partial(
-        _augment_chunk, preprocessed=preprocessed, aug=aug, seed=params.seed, size=size
-    )
+    augment = functools.partial(_augment_chunk, preprocessed=preprocessed, aug=aug, seed=params.seed, size=size)
     chunks = [jobs[i : i + CHUNK] for i in range(0, len(jobs), CHUNK)]
     with atomic_dir(out_dir) as tmp:
         write_arrays(
@@ -86,7 +84,7 @@ def copy_seed(seed: int, source_id: str, copy: int) -> int:
     return int.from_bytes(digest[:4], "big")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _transform(name: str, aug: AugmentParams, size: int) -> A.Compose:
     """The pipeline of transform ``name``, built once per process and reseeded per image.
 
@@ -96,9 +94,7 @@ def _transform(name: str, aug: AugmentParams, size: int) -> A.Compose:
     return A.Compose([TRANSFORMS[name](aug, size)])
 
 
-def _augment_chunk(
-    jobs: Sequence[Job], preprocessed: Path, aug: AugmentParams, seed: int, size: int
-) -> Batch:
+def _augment_chunk(jobs: Sequence[Job], preprocessed: Path, aug: AugmentParams, seed: int, size: int) -> Batch:
     source = open_arrays(preprocessed)[1]
     rows = np.asarray([row for row, _, _ in jobs], dtype=np.int64)
     # One gather per array for the whole chunk (a row repeats once per copy): in-memory (B, S, S, C) images.

@@ -135,9 +135,7 @@ def _check_compatible(root: Path, pre: dict[str, Any], aug: dict[str, Any], spli
     path = root / AUGMENTED_DIR / MANIFEST
     for key in ("image_size", "channels", "classes"):
         if aug[key] != pre[key]:
-            raise DataError(
-                f"{path}: {key} {aug[key]!r} differs from preprocessed {pre[key]!r}; rerun augment"
-            )
+            raise DataError(f"{path}: {key} {aug[key]!r} differs from preprocessed {pre[key]!r}; rerun augment")
     sources = aug.get("source_id")
     if not isinstance(sources, list) or len(sources) != len(aug["ids"]):
         raise DataError(f"{path}: 'source_id' must list one source id per row")

@@ -25,12 +25,12 @@ import numpy as np
 
 from pipeline import atomic
 from pipeline.config import Params
-from pipeline.errors import ConfigError
-from pipeline.logs import progress
 from pipeline.data import busi, duplicates, sources, synthetic, wound_layouts, wound_synthetic
 from pipeline.data.images import read_index_mask
 from pipeline.data.manifest import Manifest, Record, write_manifest
 from pipeline.data.scanned import SourceImage, check
+from pipeline.errors import ConfigError
+from pipeline.logs import progress
 
 SYNTHETIC = "synthetic"
 SCANNERS: dict[str, Callable[[Path, Params], list[SourceImage]]] = {
@@ -38,9 +38,7 @@ SCANNERS: dict[str, Callable[[Path, Params], list[SourceImage]]] = {
     "dfutissue": lambda folder, params: wound_layouts.scan_dfutissue(folder),
     "fuseg": lambda folder, params: wound_layouts.scan_fuseg(folder),
 }
-EXPECTED = {
-    "busi": busi.EXPECTED, "dfutissue": wound_layouts.DFUTISSUE_EXPECTED, "fuseg": wound_layouts.FUSEG_EXPECTED
-}
+EXPECTED = {"busi": busi.EXPECTED, "dfutissue": wound_layouts.DFUTISSUE_EXPECTED, "fuseg": wound_layouts.FUSEG_EXPECTED}
 """Each layout in one line, for the error when ``data.source`` does not hold it."""
 
 
@@ -59,8 +57,10 @@ def _dataset_folder(params: Params) -> Iterator[Path]:
     """Yield a local folder in ``params.data.layout`` for ``params.data.source``."""
     if params.data.source == SYNTHETIC:
         if params.data.layout == "fuseg":
-            raise ConfigError("data.source = 'synthetic' with data.layout = 'fuseg': the synthetic wound photos "
-                              "are generated in the 'dfutissue' layout")
+            raise ConfigError(
+                "data.source = 'synthetic' with data.layout = 'fuseg': the synthetic wound photos "
+                "are generated in the 'dfutissue' layout"
+            )
         with tempfile.TemporaryDirectory(prefix="mtl-synthetic-") as tmp:
             _generate(params, Path(tmp))
             yield Path(tmp)
@@ -115,15 +115,23 @@ def run(params: Params, out_dir: Path) -> None:
         groups = duplicates.duplicate_groups(digests)
         if groups:
             labels = {r.id: r.label for r in records}
-            print(f"ingest: {len(groups)} groups of images with identical pixels (split keeps each group "
-                  f"in one split and fold):", *duplicates.describe(groups, labels), sep="\n  ", file=sys.stderr)
+            print(
+                f"ingest: {len(groups)} groups of images with identical pixels (split keeps each group "
+                f"in one split and fold):",
+                *duplicates.describe(groups, labels),
+                sep="\n  ",
+                file=sys.stderr,
+            )
         absent = _absent_tissues(params, tissue_values)
         if absent:
-            print(f"ingest: data.tissues {list(absent)} occur in no tissue mask of the {len(records)} images; "
-                  "their Dice/IoU will show as absent (give data.tissues the dataset's own classes)", file=sys.stderr)
-        write_manifest(tmp, Manifest(
-            params.data.source, params.data.layout, params.record_classes, tuple(records), groups, absent
-        ))
+            print(
+                f"ingest: data.tissues {list(absent)} occur in no tissue mask of the {len(records)} images; "
+                "their Dice/IoU will show as absent (give data.tissues the dataset's own classes)",
+                file=sys.stderr,
+            )
+        write_manifest(
+            tmp, Manifest(params.data.source, params.data.layout, params.record_classes, tuple(records), groups, absent)
+        )
 
 
 def _absent_tissues(params: Params, values: set[int]) -> tuple[str, ...]:
@@ -132,4 +140,3 @@ def _absent_tissues(params: Params, values: set[int]) -> tuple[str, ...]:
     if params.data.layout != "dfutissue":
         return ()
     return tuple(t.name for k, t in enumerate(params.data.tissues, start=1) if k not in values)
-

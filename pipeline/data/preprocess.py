@@ -34,14 +34,17 @@ import numpy as np
 from pipeline.atomic import atomic_dir, atomic_write_json
 from pipeline.config import Params
 from pipeline.data.images import read_image, read_index_mask, read_mask
-from pipeline.data.wound_layouts import tissue_names
 from pipeline.data.manifest import Record, read_manifest
+from pipeline.data.wound_layouts import tissue_names
 from pipeline.errors import DataError
 from pipeline.logs import progress
 from pipeline.paths import MANIFEST
 
 ARRAY_DTYPES = {
-    "image": np.dtype(np.uint8), "mask": np.dtype(np.uint8), "tissue": np.dtype(np.uint8), "label": np.dtype(np.int64)
+    "image": np.dtype(np.uint8),
+    "mask": np.dtype(np.uint8),
+    "tissue": np.dtype(np.uint8),
+    "label": np.dtype(np.int64),
 }
 BASE_ARRAYS = ("image", "mask", "label")
 """The arrays of every layout; ``tissue`` is added where the masks are tissue index masks."""
@@ -60,8 +63,7 @@ def run(params: Params, ingested: Path, out_dir: Path) -> None:
     unknown = sorted({r.label for r in manifest.records} - set(manifest.classes))
     if unknown:
         raise DataError(
-            f"{ingested / MANIFEST}: labels {unknown} are not among the manifest classes "
-            f"{list(manifest.classes)}"
+            f"{ingested / MANIFEST}: labels {unknown} are not among the manifest classes {list(manifest.classes)}"
         )
     records = manifest.records
     size, channels = params.data.image_size, params.data.channels
@@ -275,8 +277,7 @@ def open_arrays(folder: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
             raise DataError(f"{file}: not a readable .npy array ({exc})") from None
         if array.shape != expected[name] or array.dtype != dtype:
             raise DataError(
-                f"{file}: shape {array.shape} dtype {array.dtype}, "
-                f"but {path} implies {expected[name]} {dtype.name}"
+                f"{file}: shape {array.shape} dtype {array.dtype}, but {path} implies {expected[name]} {dtype.name}"
             )
         arrays[name] = array
     return meta, arrays
@@ -291,8 +292,7 @@ def rows_of(meta: dict[str, Any], ids: Sequence[str], manifest: Path, wanted_by:
     missing = [i for i in ids if i not in row_of]
     if missing:
         raise DataError(
-            f"{manifest}: {len(missing)} ids of {wanted_by} are not preprocessed "
-            f"(e.g. {missing[:3]}); rerun preprocess"
+            f"{manifest}: {len(missing)} ids of {wanted_by} are not preprocessed (e.g. {missing[:3]}); rerun preprocess"
         )
     return np.asarray([row_of[i] for i in ids], dtype=np.int64)
 

@@ -114,10 +114,14 @@ def _download_s3(uri: str, dest: Path, expected: str) -> None:
         prefix += "/"
     count = 0
     try:
-        client = boto3.client("s3", config=Config(
-            connect_timeout=S3_CONNECT_TIMEOUT_S, read_timeout=S3_READ_TIMEOUT_S,
-            retries={"mode": "standard", "total_max_attempts": S3_ATTEMPTS},
-        ))
+        client = boto3.client(
+            "s3",
+            config=Config(
+                connect_timeout=S3_CONNECT_TIMEOUT_S,
+                read_timeout=S3_READ_TIMEOUT_S,
+                retries={"mode": "standard", "total_max_attempts": S3_ATTEMPTS},
+            ),
+        )
         for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
             for obj in page.get("Contents", []):
                 relative = obj["Key"][len(prefix) :]

@@ -54,7 +54,10 @@ def run(params: Params, ingested: Path, out_dir: Path) -> None:
     else:
         try:
             train_units, test_units, train_labels, _ = train_test_split(
-                units, unit_labels, test_size=params.split.test_fraction, random_state=params.seed,
+                units,
+                unit_labels,
+                test_size=params.split.test_fraction,
+                random_state=params.seed,
                 stratify=unit_labels,
             )
         except ValueError as exc:

@@ -55,9 +55,7 @@ def _tissue(rng: np.random.Generator, size: int) -> np.ndarray:
     return np.clip(profile * (1 + 0.18 * _smooth_field(rng, size, size / 10)), 0.05, None)
 
 
-def _blob(
-    size: int, centre: tuple[float, float], axes: tuple[float, float], angle: float, radius_fn
-) -> np.ndarray:
+def _blob(size: int, centre: tuple[float, float], axes: tuple[float, float], angle: float, radius_fn) -> np.ndarray:
     """Boolean ``(size, size)`` region ``rho < radius_fn(theta)`` in a rotated, scaled polar frame.
 
     ``centre`` = (row, col) px, ``axes`` = (vertical, horizontal) semi-axes px, ``angle`` rad;

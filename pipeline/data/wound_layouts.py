@@ -63,8 +63,11 @@ def _scan_pairs(
     """
     records: list[SourceImage] = []
     for subset, role in subsets.items():
-        image_dir, mask_dir = ((root / subset / images, root / subset / masks) if nested
-                               else (root / images / subset, root / masks / subset))
+        image_dir, mask_dir = (
+            (root / subset / images, root / subset / masks)
+            if nested
+            else (root / images / subset, root / masks / subset)
+        )
         if not image_dir.is_dir():
             raise DataError(f"{image_dir}: folder missing ({'/'.join(subsets)} subsets are expected)")
         found = _numbered(image_dir)

@@ -125,7 +125,7 @@ def _modulation(theta: np.ndarray, terms: tuple[np.ndarray, np.ndarray], first: 
 
 def _top(field: np.ndarray, where: np.ndarray, fraction: float) -> np.ndarray:
     """Boolean ``(H, W)``: the ``fraction`` of the ``where`` pixels with the highest ``field``."""
-    count = int(round(fraction * np.count_nonzero(where)))
+    count = round(fraction * np.count_nonzero(where))
     if count == 0:
         return np.zeros_like(where)
     values = field[where]
@@ -137,9 +137,7 @@ def _draw_wound(rng: np.random.Generator, size: int, n_classes: int) -> _Wound:
     """The persistent traits of one wound in a ``size`` px photo with ``n_classes`` tissue classes."""
     tone = rng.uniform(0, len(SKIN_TONES) - 1)
     low = min(int(tone), len(SKIN_TONES) - 2)
-    skin = (SKIN_TONES[low] + (tone - low) * (SKIN_TONES[low + 1] - SKIN_TONES[low])) * (
-        1 + rng.normal(0, 0.03, 3)
-    )
+    skin = (SKIN_TONES[low] + (tone - low) * (SKIN_TONES[low + 1] - SKIN_TONES[low])) * (1 + rng.normal(0, 0.03, 3))
     radius = rng.uniform(0.14, 0.3) * size
     reach = max(0.0, 0.46 - 1.35 * radius / size)  # keeps (nearly always) all of the wound in the photo
     centre = tuple(float(c) for c in (0.5 + rng.uniform(-reach, reach, 2)) * size)
@@ -163,9 +161,7 @@ def _draw_wound(rng: np.random.Generator, size: int, n_classes: int) -> _Wound:
     )
 
 
-def _tissue_map(
-    wound: _Wound, size: int, n_classes: int, healing: float, shift: np.ndarray, turn: float
-) -> np.ndarray:
+def _tissue_map(wound: _Wound, size: int, n_classes: int, healing: float, shift: np.ndarray, turn: float) -> np.ndarray:
     """Crisp tissue index mask ``(size, size)`` uint8 in 0..``n_classes`` of ``wound`` at ``healing``,
     photographed with its centre moved by ``shift`` (row, col) px and turned by ``turn`` rad."""
     scale = wound.radius * (1 - 0.6 * healing)
@@ -248,8 +244,10 @@ def _check_count(name: str, value: int) -> None:
 
 def _check_colours(tissue_colours: Sequence[tuple[int, int, int]]) -> np.ndarray:
     """The colours as ``(K, 3)`` float64, or :class:`DataError` naming the first bad one."""
-    if not isinstance(tissue_colours, Sequence | np.ndarray) or isinstance(tissue_colours, str | bytes) or (
-        len(tissue_colours) == 0
+    if (
+        not isinstance(tissue_colours, Sequence | np.ndarray)
+        or isinstance(tissue_colours, str | bytes)
+        or (len(tissue_colours) == 0)
     ):
         raise DataError(f"tissue_colours = {tissue_colours!r}: expected a non-empty list of (R, G, B) colours")
     for i, colour in enumerate(tissue_colours):

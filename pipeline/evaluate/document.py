@@ -86,9 +86,7 @@ def to_html(blocks: Sequence[Block], title: str) -> str:
             parts.append(f"<p>{_inline(block.text)}</p>")
         elif isinstance(block, Table):
             head = "".join(f"<th>{_inline(h)}</th>" for h in block.header)
-            body = "".join(
-                "<tr>" + "".join(f"<td>{_html_cell(c)}</td>" for c in row) + "</tr>" for row in block.rows
-            )
+            body = "".join("<tr>" + "".join(f"<td>{_html_cell(c)}</td>" for c in row) + "</tr>" for row in block.rows)
             parts.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
         else:
             data = base64.b64encode(block.png).decode("ascii")

@@ -11,12 +11,12 @@ import torch
 from pipeline.config import Params
 from pipeline.data.folds import ArraySet
 from pipeline.errors import DataError
-from pipeline.runtime.metrics import TaskMetrics
 from pipeline.models import build_model
 from pipeline.models.base import MultiTaskModel
+from pipeline.runtime.inference import predict_batches
+from pipeline.runtime.metrics import TaskMetrics
 from pipeline.tasks import Task
 from pipeline.train.checkpoint import load_checkpoint
-from pipeline.runtime.inference import predict_batches
 
 
 @dataclass(frozen=True)

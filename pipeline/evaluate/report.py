@@ -69,8 +69,14 @@ def run(params: Params, data: Path, metrics_dir: Path, reports: Path) -> Path:
         examples = _read_npz(evaluation / "examples.npz")
         histories = {b: read_history(Path(metrics_dir) / b / "history.csv") for b in summary["balancers"]}
         blocks = report_blocks(
-            lineage_tags(params, data), summary, statistics, histories, examples, read_tune(reports / TUNE_JSON),
-            _read_optional(reports / TUNE_FIGURE), read_split(Path(data) / SPLIT_DIR).get("duplicates", []),
+            lineage_tags(params, data),
+            summary,
+            statistics,
+            histories,
+            examples,
+            read_tune(reports / TUNE_JSON),
+            _read_optional(reports / TUNE_FIGURE),
+            read_split(Path(data) / SPLIT_DIR).get("duplicates", []),
             read_manifest(Path(data) / INGESTED_DIR).absent_tissues,
         )
         figures = [b for b in blocks if isinstance(b, Image) and b.path.startswith(f"{FIGURES_DIR}/")]
@@ -104,17 +110,22 @@ def report_blocks(
     epochs = {b: convergence_epochs(records, list(tasks)) for b, records in histories.items()}
     histories = {b: mean_over_folds(records) for b, records in histories.items()}
     blocks: list[Block] = [
-        Heading(TITLE, 1), Heading(provenance), *sections.provenance(lineage, summary, duplicates, absent_tissues)
+        Heading(TITLE, 1),
+        Heading(provenance),
+        *sections.provenance(lineage, summary, duplicates, absent_tissues),
     ]
     blocks.append(Heading(table_ii))
     for task, kind in tasks.items():
         blocks += [Heading(f"{task} ({kind})", 3), sections.table_ii(summary, task, kind)]
         if kind == "multiclass_segmentation":
             blocks += [Paragraph(f"{task}: each class"), *sections.per_class(summary, task)]
-    blocks += [Heading(ensembles), Paragraph(
-        "Each balancer's fold models as one model that averages their probabilities (what `registry.package: "
-        "ensemble` registers), on the same test images: one model, so one value per metric."
-    )]
+    blocks += [
+        Heading(ensembles),
+        Paragraph(
+            "Each balancer's fold models as one model that averages their probabilities (what `registry.package: "
+            "ensemble` registers), on the same test images: one model, so one value per metric."
+        ),
+    ]
     for task, kind in tasks.items():
         blocks += [Heading(f"{task} ({kind})", 3), sections.ensembles(summary, task, kind)]
     blocks += [Heading(table_iii), sections.table_iii(summary)]
@@ -124,8 +135,14 @@ def report_blocks(
         tempered = any(r.get("temperature") is not None for r in history)
         caption = f"{balancer}: task weights per epoch" + (" and the temperature (dashed)" if tempered else "")
         blocks.append(_figure(f"weights_{balancer}.png", weights_figure(balancer, history), caption))
-    blocks += [Heading(losses), _figure("validation_loss.png", validation_loss_figure(histories, list(tasks)),
-                                        "validation loss per task and epoch, one line per balancer")]
+    blocks += [
+        Heading(losses),
+        _figure(
+            "validation_loss.png",
+            validation_loss_figure(histories, list(tasks)),
+            "validation loss per task and epoch, one line per balancer",
+        ),
+    ]
     blocks += [Heading(converged), *sections.convergence(epochs, list(tasks))]
     blocks += [Heading(predictions), *_contours(tasks, examples)]
     blocks += [Heading(sweep), *sections.tuning(tune)]
@@ -141,8 +158,11 @@ def read_tune(path: Path) -> dict[str, Any] | None:
     tune = _read_json(path)
     rows = tune.get("rows") if isinstance(tune, dict) else None
     well_formed = (
-        isinstance(rows, list) and rows and all(isinstance(r, dict) for r in rows)
-        and isinstance(tune.get("selected"), dict) and isinstance(tune.get("rule"), str)
+        isinstance(rows, list)
+        and rows
+        and all(isinstance(r, dict) for r in rows)
+        and isinstance(tune.get("selected"), dict)
+        and isinstance(tune.get("rule"), str)
     )
     if not well_formed:
         raise DataError(
@@ -159,10 +179,12 @@ def _contours(tasks: dict[str, str], examples: dict[str, np.ndarray]) -> list[Bl
     blocks: list[Block] = []
     for task in masked:
         prefix = f"probability/{task}/"
-        probabilities = {k[len(prefix):]: v for k, v in examples.items() if k.startswith(prefix)}
+        probabilities = {k[len(prefix) :]: v for k, v in examples.items() if k.startswith(prefix)}
         figure = contour_figure(examples["image"], examples[f"truth/{task}"], probabilities, list(examples["ids"]))
-        caption = (f"{task}: test images (rows) with the true contour (green) and the contour where the lesion "
-                   "probability averaged over the fold models is 0.5 (red), per balancer (columns)")
+        caption = (
+            f"{task}: test images (rows) with the true contour (green) and the contour where the lesion "
+            "probability averaged over the fold models is 0.5 (red), per balancer (columns)"
+        )
         blocks.append(_figure(f"contours_{task}.png", figure, caption))
     return blocks
 

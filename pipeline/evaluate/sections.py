@@ -18,7 +18,11 @@ from pipeline.evaluate.summary import EFFICIENCY, TABLE_II, TABLE_III
 
 TABLE_II_DIGITS = 4
 TABLE_III_DIGITS = {
-    "parameters": 0, "peak_memory_mib": 1, "step_time_max_ms": 1, "step_time_median_ms": 1, "epoch_time_max_s": 2
+    "parameters": 0,
+    "peak_memory_mib": 1,
+    "step_time_max_ms": 1,
+    "step_time_median_ms": 1,
+    "epoch_time_max_s": 2,
 }
 TUNE_KEYS = ("gamma", "t0", "window")
 ABSENT = "—"
@@ -49,10 +53,17 @@ def provenance(
             if duplicates
             else "No two images have identical pixels."
         ),
-        *([Paragraph(
-            "Configured tissue classes (`data.tissues`) that occur in no mask of the dataset: "
-            + ", ".join(f"`{t}`" for t in absent_tissues) + f"; they show as {ABSENT} in the per-class tables."
-        )] if absent_tissues else []),
+        *(
+            [
+                Paragraph(
+                    "Configured tissue classes (`data.tissues`) that occur in no mask of the dataset: "
+                    + ", ".join(f"`{t}`" for t in absent_tissues)
+                    + f"; they show as {ABSENT} in the per-class tables."
+                )
+            ]
+            if absent_tissues
+            else []
+        ),
     ]
 
 
@@ -104,9 +115,11 @@ def convergence(epochs: Mapping[str, Mapping[int, Mapping[str, int]]], tasks: Se
         together = sum(len(at := {folds[f].get(t) for t in tasks}) == 1 and at != {folds[f]["last"]} for f in folds)
         rows.append((Cell(balancer), *per_task, Cell(f"{together} of {len(folds)}")))
     return [
-        Paragraph("Epoch (0-based) of each task's lowest validation loss, fold by fold (last: the fold's last epoch, "
-                  "where the loss may still have been falling), and the folds in which all tasks reached it at the "
-                  "same epoch before the last (the seed paper reports this for GradNorm)."),
+        Paragraph(
+            "Epoch (0-based) of each task's lowest validation loss, fold by fold (last: the fold's last epoch, "
+            "where the loss may still have been falling), and the folds in which all tasks reached it at the "
+            "same epoch before the last (the seed paper reports this for GradNorm)."
+        ),
         Table(("balancer", *(f"{t} epochs" for t in tasks), "same epoch"), tuple(rows)),
     ]
 
@@ -144,11 +157,18 @@ def comparisons(statistics: Mapping[str, Any], summary: Mapping[str, Any]) -> li
     for balancer in (b for b in summary["balancers"] if b in results):
         for task in (t["name"] for t in summary["tasks"]):
             r = results[balancer][task]
-            rows.append((
-                Cell(balancer), Cell(task), Cell(r["test"]), Cell(r["direction"]),
-                Cell(_effect(r, balancer, reference)), Cell(f"{r['p_value']:.4g}"), Cell(f"{r['p_adjusted']:.4g}"),
-                Cell("yes" if r["significant"] else "no", bold=r["significant"]),
-            ))
+            rows.append(
+                (
+                    Cell(balancer),
+                    Cell(task),
+                    Cell(r["test"]),
+                    Cell(r["direction"]),
+                    Cell(_effect(r, balancer, reference)),
+                    Cell(f"{r['p_value']:.4g}"),
+                    Cell(f"{r['p_adjusted']:.4g}"),
+                    Cell("yes" if r["significant"] else "no", bold=r["significant"]),
+                )
+            )
     return [intro, Table(header, tuple(rows))]
 
 
@@ -204,9 +224,9 @@ def _table(
     for j, d in enumerate(digits):
         means = [math.nan if row[j] is None else round(row[j]["mean"], d) for row in values]
         best = _best(means, higher_is_better)
-        columns.append([
-            Cell(ABSENT if row[j] is None else _mean_std(row[j], d), bold=i in best) for i, row in enumerate(values)
-        ])
+        columns.append(
+            [Cell(ABSENT if row[j] is None else _mean_std(row[j], d), bold=i in best) for i, row in enumerate(values)]
+        )
     rows = tuple((Cell(b), *(column[i] for column in columns)) for i, b in enumerate(balancers))
     return Table(("balancer", *titles), rows)
 

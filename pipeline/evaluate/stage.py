@@ -52,12 +52,19 @@ from pipeline.evaluate.ensemble import FoldEnsemble
 from pipeline.evaluate.inference import ModelPass, load_model, model_pass
 from pipeline.evaluate.paired import paired_values, statistics_document
 from pipeline.evaluate.summary import (
-    EFFICIENCY, ENSEMBLE, TABLE_III, ensemble_headline, fold_rows, headline, over_folds, summary_row,
+    EFFICIENCY,
+    ENSEMBLE,
+    TABLE_III,
+    ensemble_headline,
+    fold_rows,
+    headline,
+    over_folds,
+    summary_row,
 )
+from pipeline.runtime.device import select_device
 from pipeline.tasks import Task, build_tasks
 from pipeline.tracking.results import history_csv
 from pipeline.train.checkpoint import BEST
-from pipeline.runtime.device import select_device
 
 EVALUATION_DIR = paths.EVALUATION.relative_to(paths.REPORTS)
 
@@ -88,7 +95,9 @@ def run(params: Params, data: Path, models_dir: Path, metrics_dir: Path, reports
     summaries = {b: over_folds(figures[b]) for b in balancers}
     paired = {b: paired_values(tasks, [p.per_image for p in passes[b]]) for b in balancers}
     summary = {
-        "balancers": list(balancers), "folds": list(folds), "test_images": len(test),
+        "balancers": list(balancers),
+        "folds": list(folds),
+        "test_images": len(test),
         "tasks": [{"name": t.name, "kind": t.kind, "classes": list(t.class_names)} for t in tasks],
         "results": summaries,
         "ensembles": ensembles,
@@ -98,8 +107,9 @@ def run(params: Params, data: Path, models_dir: Path, metrics_dir: Path, reports
     ]
     with atomic_dir(Path(reports) / EVALUATION_DIR) as out:
         atomic_write_json(out / "summary.json", summary)
-        atomic_write_json(out / "statistics.json",
-                          statistics_document(tasks, paired, params.evaluate.alpha, params.evaluate.holm))
+        atomic_write_json(
+            out / "statistics.json", statistics_document(tasks, paired, params.evaluate.alpha, params.evaluate.holm)
+        )
         atomic_write_text(out / "per_image.csv", history_csv(per_image))
         atomic_write_bytes(out / "examples.npz", examples_npz(tasks, test, keep, passes))
     per_fold = [row for b in balancers for row in fold_rows(b, folds, figures[b])]
@@ -181,9 +191,7 @@ def image_rows(
     return rows
 
 
-def examples_npz(
-    tasks: Sequence[Task], test: ArraySet, keep: np.ndarray, passes: dict[str, list[ModelPass]]
-) -> bytes:
+def examples_npz(tasks: Sequence[Task], test: ArraySet, keep: np.ndarray, passes: dict[str, list[ModelPass]]) -> bytes:
     """``examples.npz`` (arrays in the module docstring) as compressed bytes."""
     arrays = test.read(keep)
     out = {"rows": keep, "ids": np.array([test.ids[i] for i in keep], dtype=str), "image": arrays["image"]}

@@ -18,9 +18,7 @@ from pipeline.tasks import Task
 
 
 def _ssc_resnet34(params: Params, tasks: Sequence[Task]) -> MultiTaskModel:
-    model = SSCResNet34(
-        tasks, in_channels=params.data.channels, dropout=params.model.dropout, width=params.model.width
-    )
+    model = SSCResNet34(tasks, in_channels=params.data.channels, dropout=params.model.dropout, width=params.model.width)
     if params.model.pretrained_encoder is not None:
         load_pretrained_encoder(model, params.model.pretrained_encoder)
     return model
@@ -28,9 +26,7 @@ def _ssc_resnet34(params: Params, tasks: Sequence[Task]) -> MultiTaskModel:
 
 def _refuse_pretrained_encoder(params: Params) -> None:
     if params.model.pretrained_encoder is not None:
-        raise ConfigError(
-            "model.pretrained_encoder: only ssc_resnet34 loads a pretrained encoder; set it to null"
-        )
+        raise ConfigError("model.pretrained_encoder: only ssc_resnet34 loads a pretrained encoder; set it to null")
 
 
 def _attention_unet(params: Params, tasks: Sequence[Task]) -> MultiTaskModel:
@@ -40,9 +36,7 @@ def _attention_unet(params: Params, tasks: Sequence[Task]) -> MultiTaskModel:
 
 def _unet(params: Params, tasks: Sequence[Task]) -> MultiTaskModel:
     _refuse_pretrained_encoder(params)
-    return UNetMTL(
-        tasks, in_channels=params.data.channels, dropout=params.model.dropout, width=params.model.width
-    )
+    return UNetMTL(tasks, in_channels=params.data.channels, dropout=params.model.dropout, width=params.model.width)
 
 
 def _swin_unetr(params: Params, tasks: Sequence[Task]) -> MultiTaskModel:
@@ -85,13 +79,13 @@ def parameter_count(model: nn.Module) -> int:
 
 
 __all__ = [
-    "SeparateTaskModels",
-    "parameter_count",
     "AttentionUNetMTL",
     "MultiTaskModel",
     "SSCResNet34",
+    "SeparateTaskModels",
     "SwinUNETRMTL",
     "UNetMTL",
     "build_model",
     "load_pretrained_encoder",
+    "parameter_count",
 ]

@@ -91,8 +91,7 @@ class SSCResNet34(MultiTaskModel):
     ``layer4``'s last block, whose output is ``features[-1]``.
     """
 
-    def __init__(self, tasks: Sequence[Task], in_channels: int = 1, dropout: float = 0.3,
-                 width: int = STANDARD_WIDTH):
+    def __init__(self, tasks: Sequence[Task], in_channels: int = 1, dropout: float = 0.3, width: int = STANDARD_WIDTH):
         super().__init__()
         channels = encoder_channels(width)
         self.task_names = tuple(t.name for t in tasks)
@@ -150,8 +149,7 @@ def load_pretrained_encoder(model: SSCResNet34, source: str | Path) -> None:
     """
     if "://" in str(source):
         raise ConfigError(
-            f"model.pretrained_encoder = {str(source)!r}: expected a local file path; "
-            "fetch remote weights first"
+            f"model.pretrained_encoder = {str(source)!r}: expected a local file path; fetch remote weights first"
         )
     path = Path(source)
     if not path.is_file():
@@ -178,8 +176,6 @@ def load_pretrained_encoder(model: SSCResNet34, source: str | Path) -> None:
         if key == "conv1.weight" and tensor.ndim == 4 and tensor.shape[1] == 3 and own[key].shape[1] == 1:
             tensor = tensor.sum(dim=1, keepdim=True)
         if tensor.shape != own[key].shape:
-            raise DataError(
-                f"{path}: {key} has shape {tuple(tensor.shape)}, the encoder needs {tuple(own[key].shape)}"
-            )
+            raise DataError(f"{path}: {key} has shape {tuple(tensor.shape)}, the encoder needs {tuple(own[key].shape)}")
         loaded[key] = tensor
     model.encoder.load_state_dict(loaded, strict=False)

@@ -117,8 +117,7 @@ def _fold_candidate(params: Params, models_dir: Path, metrics_dir: Path, balance
     missing = [m for m in params.registry.metric_names() if m not in validation]
     if missing:
         raise ConfigError(
-            f"registry.primary/floors: {missing} are not metrics the evaluation produces; "
-            f"allowed: {sorted(validation)}"
+            f"registry.primary/floors: {missing} are not metrics the evaluation produces; allowed: {sorted(validation)}"
         )
     return Candidate(
         package="fold",

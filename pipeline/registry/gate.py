@@ -34,9 +34,7 @@ def primary_score(metrics: Mapping[str, float], names: Sequence[str]) -> float:
     return math.fsum(metrics[name] for name in names) / len(names)
 
 
-def decide(
-    candidate: Mapping[str, float], champion: Mapping[str, float] | None, gate: RegistryParams
-) -> Decision:
+def decide(candidate: Mapping[str, float], champion: Mapping[str, float] | None, gate: RegistryParams) -> Decision:
     """Promote ``candidate`` over ``champion`` (both measured on the same test split)?
 
     Yes when every ``gate.floors`` metric of the candidate is at least its floor, and either there is

@@ -110,8 +110,11 @@ def _write_masks(out_dir: Path, stem: str, prediction: ImagePrediction, tasks: S
         Image.fromarray(pixels.astype("uint8")).save(buffer, format="PNG")
         atomic_write_bytes(out_dir / relative, buffer.getvalue())
         area = int((mask != 0).sum())
-        fields |= {f"{task.name}_mask": relative, f"{task.name}_area_px": area,
-                   f"{task.name}_area_fraction": area / mask.size}
+        fields |= {
+            f"{task.name}_mask": relative,
+            f"{task.name}_area_px": area,
+            f"{task.name}_area_fraction": area / mask.size,
+        }
     return fields
 
 

@@ -42,6 +42,7 @@ from pipeline.train.checkpoint import load_checkpoint
 
 CHECKPOINT = "checkpoint"
 """Artifact key of a model's training checkpoint (``checkpoint_<i>`` for member ``i`` of several)."""
+CPU = torch.device("cpu")
 
 
 def member_keys(members: int) -> list[str]:
@@ -103,8 +104,9 @@ class MultiTaskPyfunc(mlflow.pyfunc.PythonModel):
         checkpoints = [Path(context.artifacts[key]) for key in member_keys(config.get("members", 1))]
         self.load(model_params(config), checkpoints, config.get("separate_tasks", False))
 
-    def load(self, params: Params, checkpoints: Sequence[Path], separate: bool = False,
-             device: torch.device = torch.device("cpu")) -> MultiTaskPyfunc:
+    def load(
+        self, params: Params, checkpoints: Sequence[Path], separate: bool = False, device: torch.device = CPU
+    ) -> MultiTaskPyfunc:
         """Build the network of ``params`` (one per task with ``separate``) for each of ``checkpoints``, load
         its ``["model"]``, and place the network (the ensemble of several) on ``device``, where
         :meth:`predict` then runs."""

@@ -15,8 +15,8 @@ from pipeline.config import Params
 from pipeline.data.folds import ArraySet
 from pipeline.errors import ConfigError
 from pipeline.registry.gate import flat_metrics
-from pipeline.tasks import build_tasks
 from pipeline.runtime.inference import evaluate
+from pipeline.tasks import build_tasks
 
 
 def score_on_test(model: mlflow.pyfunc.PyFuncModel, label: str, params: Params, test: ArraySet) -> dict[str, float]:

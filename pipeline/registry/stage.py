@@ -54,10 +54,18 @@ from pipeline.data.folds import ArraySet, load_test
 from pipeline.registry.candidate import Candidate, file_sha256, package_sha256, select_candidate
 from pipeline.registry.gate import Decision, decide
 from pipeline.registry.scoring import score_on_test
-from pipeline.registry.store import CHALLENGER, CHAMPION, CHECKPOINT_TAG, PACKAGE_TAG, aliases, load_model, log_model
-from pipeline.registry.store import version_of_checkpoint
-from pipeline.tracking import connect, lineage_tags, stage_run
+from pipeline.registry.store import (
+    CHALLENGER,
+    CHAMPION,
+    CHECKPOINT_TAG,
+    PACKAGE_TAG,
+    aliases,
+    load_model,
+    log_model,
+    version_of_checkpoint,
+)
 from pipeline.runtime.device import to_tensors
+from pipeline.tracking import connect, lineage_tags, stage_run
 
 REPORT_TAG = "promotion_report"
 STATE_TAG = "promotion_state"
@@ -130,8 +138,11 @@ def _decide(
     previous = None
     if champion is not None and champion != number:
         model = load_model(f"models:/{name}/{champion}")
-        previous = {"version": champion, **_package(client.get_model_version(name, champion)),
-                    "test": score_on_test(model, f"the champion (version {champion})", params, test)}
+        previous = {
+            "version": champion,
+            **_package(client.get_model_version(name, champion)),
+            "test": score_on_test(model, f"the champion (version {champion})", params, test),
+        }
     decision = decide(scores, None if previous is None else previous["test"], params.registry)
     shown = params.registry.metric_names()
     document = {
@@ -154,7 +165,10 @@ def _decide(
             "test": {m: scores[m] for m in shown},
             "test_score": decision.candidate_score,
         },
-        "previous_champion": None if previous is None else previous | {
+        "previous_champion": None
+        if previous is None
+        else previous
+        | {
             "test": {m: previous["test"][m] for m in shown},
             "test_score": decision.champion_score,
         },
@@ -172,17 +186,23 @@ def _register(
     """Log the candidate's pyfunc model to the active run and register it as a new version."""
     example = to_tensors(test.read([0]), torch.device("cpu"))["image"].numpy()
     info = log_model(params, candidate.checkpoints, example, separate=candidate.balancer == STL)
-    registered = mlflow.register_model(info.model_uri, params.registry.model_name, tags={
-        PACKAGE_TAG: candidate.package,
-        "balancer": candidate.balancer,
-        "folds": ",".join(map(str, candidate.folds)),
-        "checkpoints": ",".join(map(str, candidate.checkpoints)),
-        CHECKPOINT_TAG: sha256,
-        "source_run_ids": ",".join(_training_run(client, candidate.balancer, k, data_version) for k in candidate.folds),
-        "data_version": data_version,
-        "selected_on": "validation",
-        STATE_TAG: PENDING,
-    })
+    registered = mlflow.register_model(
+        info.model_uri,
+        params.registry.model_name,
+        tags={
+            PACKAGE_TAG: candidate.package,
+            "balancer": candidate.balancer,
+            "folds": ",".join(map(str, candidate.folds)),
+            "checkpoints": ",".join(map(str, candidate.checkpoints)),
+            CHECKPOINT_TAG: sha256,
+            "source_run_ids": ",".join(
+                _training_run(client, candidate.balancer, k, data_version) for k in candidate.folds
+            ),
+            "data_version": data_version,
+            "selected_on": "validation",
+            STATE_TAG: PENDING,
+        },
+    )
     return client.get_model_version(params.registry.model_name, registered.version)
 
 

@@ -38,9 +38,7 @@ REQUIREMENTS = ("mlflow", "torch", "monai", "numpy", "pandas", "pydantic", "pyya
 _MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>[^/]+))$")
 
 
-def log_model(
-    params: Params, checkpoints: Sequence[Path], example: np.ndarray, separate: bool = False
-) -> ModelInfo:
+def log_model(params: Params, checkpoints: Sequence[Path], example: np.ndarray, separate: bool = False) -> ModelInfo:
     """Log ``checkpoints`` (one: a fold model; several: their fold ensemble) as the pyfunc model ``model``
     of the active run; every checkpoint file is an artifact of the model.
 

@@ -24,7 +24,9 @@ def host_batch(arrays: dict[str, np.ndarray], pin: bool = False) -> HostBatch:
     return {k: v.pin_memory() for k, v in tensors.items()} if pin else tensors
 
 
-def prefetched(read: Callable[[np.ndarray], HostBatch], chunks: Sequence[np.ndarray], depth: int = 2) -> Iterator[HostBatch]:
+def prefetched(
+    read: Callable[[np.ndarray], HostBatch], chunks: Sequence[np.ndarray], depth: int = 2
+) -> Iterator[HostBatch]:
     """``read(rows)`` for each of ``chunks`` (row indices), in order, computed up to ``depth`` ahead on a
     background thread. Closing the iterator early waits for the reads in flight (at most ``depth``)."""
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch") as pool:

@@ -68,14 +68,17 @@ def run(
     rows = track_rows(measurements, names, pixel_spacing_mm)
     out_dir = Path(out_dir)
     atomic_write_text(out_dir / "track.csv", history_csv(rows))
-    atomic_write_json(out_dir / "track.json", {
-        "series": str(series),
-        "model_uri": model_uri,
-        "masks": None if masks is None else str(masks),
-        "pixel_spacing_mm": pixel_spacing_mm,
-        "tissues": names,
-        "visits": rows,
-    })
+    atomic_write_json(
+        out_dir / "track.json",
+        {
+            "series": str(series),
+            "model_uri": model_uri,
+            "masks": None if masks is None else str(masks),
+            "pixel_spacing_mm": pixel_spacing_mm,
+            "tissues": names,
+            "visits": rows,
+        },
+    )
     atomic_write_bytes(out_dir / "track.png", png(track_figure(rows, tissues, f"{series} ({source})")))
     print(f"track: {len(rows)} visits of {series}, measured from {source}; outputs in {out_dir}")
     print(table(rows, names))
@@ -87,14 +90,16 @@ def table(rows: list[dict[str, Any]], tissues: list[str]) -> str:
     header = ["date", "days", "area_px", "area_cm2", "change", *tissues]
     lines = [header]
     for r in rows:
-        lines.append([
-            r["date"],
-            _show(r["days_since_previous"], "{}"),
-            str(r["wound_area_px"]),
-            _show(r["wound_area_cm2"], "{:.2f}"),
-            _show(r["area_change_relative"], "{:+.0%}"),
-            *(_show(r[f"fraction_{t}"], "{:.0%}") for t in tissues),
-        ])
+        lines.append(
+            [
+                r["date"],
+                _show(r["days_since_previous"], "{}"),
+                str(r["wound_area_px"]),
+                _show(r["wound_area_cm2"], "{:.2f}"),
+                _show(r["area_change_relative"], "{:+.0%}"),
+                *(_show(r[f"fraction_{t}"], "{:.0%}") for t in tissues),
+            ]
+        )
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     return "\n".join("  ".join(cell.rjust(w) for cell, w in zip(line, widths)) for line in lines)
 

@@ -35,8 +35,9 @@ def track_figure(rows: Sequence[dict[str, Any]], tissues: Sequence[TissueParams]
         composition = axes[1]
         fractions = [[_number(r[f"fraction_{t.name}"]) for r in rows] for t in tissues]
         colours = [tuple(c / 255 for c in t.colour) for t in tissues]
-        composition.stackplot(dates, fractions, labels=[t.name for t in tissues], colors=colours,
-                              edgecolor="grey", linewidth=0.5)
+        composition.stackplot(
+            dates, fractions, labels=[t.name for t in tissues], colors=colours, edgecolor="grey", linewidth=0.5
+        )
         composition.set_ylabel("fraction of the wound")
         composition.set_ylim(0, 1)
         composition.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)

@@ -89,4 +89,3 @@ def track_rows(
         rows.append(row)
         previous = m
     return rows
-

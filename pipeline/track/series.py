@@ -52,8 +52,9 @@ def read_series(source: Path) -> list[Visit]:
     else:
         raise DataError(f"{source}: expected a folder of dated images or a .csv file with columns path,date")
     if not visits:
-        raise DataError(f"{source}: no images (a folder contributes files with suffixes {list(IMAGE_SUFFIXES)}, "
-                        "a CSV its rows)")
+        raise DataError(
+            f"{source}: no images (a folder contributes files with suffixes {list(IMAGE_SUFFIXES)}, a CSV its rows)"
+        )
     _check_distinct_dates(visits)
     missing = [v for v in visits if not v.path.is_file()]
     if missing:

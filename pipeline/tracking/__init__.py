@@ -22,6 +22,12 @@ from pipeline.tracking.retry import TrackingError
 from pipeline.tracking.runs import child_run, stage_run
 
 __all__ = [
-    "EpochLogger", "TrackingError", "child_run", "connect", "flatten_params", "lineage_tags", "log_fold_result",
+    "EpochLogger",
+    "TrackingError",
+    "child_run",
+    "connect",
+    "flatten_params",
+    "lineage_tags",
+    "log_fold_result",
     "stage_run",
 ]

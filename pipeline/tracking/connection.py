@@ -53,9 +53,7 @@ def _probe(uri: str) -> None:
             f"MLflow tracking server {shown} did not answer within {PROBE_TIMEOUT_S:g} s; {hint}"
         ) from None
     except requests.RequestException as exc:
-        raise PipelineError(
-            f"MLflow tracking server {shown} is unreachable ({type(exc).__name__}); {hint}"
-        ) from None
+        raise PipelineError(f"MLflow tracking server {shown} is unreachable ({type(exc).__name__}); {hint}") from None
     if response.status_code >= 500:
         raise PipelineError(f"MLflow tracking server {shown} answered HTTP {response.status_code} on /health; {hint}")
 

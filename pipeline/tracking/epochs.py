@@ -82,7 +82,11 @@ class EpochLogger:
                 raise
             _log.warning(
                 "MLflow tracking server %s unreachable (%s): run %s, epoch %s kept with %d epoch(s) to deliver "
-                "when it answers", redact(self.tracking_uri), summary(error), self.run_id, record["epoch"],
+                "when it answers",
+                redact(self.tracking_uri),
+                summary(error),
+                self.run_id,
+                record["epoch"],
                 len(self._pending),
             )
 

@@ -31,7 +31,12 @@ ARTIFACTS = {
     "augmented": (paths.AUGMENTED.relative_to(paths.DATA), paths.MANIFEST),
 }
 LINEAGE_KEYS = (
-    "git_commit", "git_dirty", "seed", "params_hash", "data_version", "data_hash_source",
+    "git_commit",
+    "git_dirty",
+    "seed",
+    "params_hash",
+    "data_version",
+    "data_hash_source",
     *(f"data_hash/{name}" for name in ARTIFACTS),
 )
 
@@ -65,15 +70,17 @@ def lineage_tags(params: Params, data_root: Path) -> dict[str, str]:
     hashes, source = data_hashes(Path(data_root))
     combined = hashlib.sha256("".join(f"{k}={v}\n" for k, v in sorted(hashes.items())).encode()).hexdigest()
     commit, dirty = _git_state()
-    return redact_values({
-        "git_commit": commit,
-        "git_dirty": dirty,
-        "seed": str(params.seed),
-        "params_hash": hashlib.sha256(params.model_dump_json().encode()).hexdigest(),
-        "data_version": combined[:7],
-        "data_hash_source": source,
-        **{f"data_hash/{name}": value for name, value in hashes.items()},
-    })
+    return redact_values(
+        {
+            "git_commit": commit,
+            "git_dirty": dirty,
+            "seed": str(params.seed),
+            "params_hash": hashlib.sha256(params.model_dump_json().encode()).hexdigest(),
+            "data_version": combined[:7],
+            "data_hash_source": source,
+            **{f"data_hash/{name}": value for name, value in hashes.items()},
+        }
+    )
 
 
 def data_hashes(data_root: Path) -> tuple[dict[str, str], str]:

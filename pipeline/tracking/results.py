@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import copy
-import functools
 import csv
+import functools
 import io
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any

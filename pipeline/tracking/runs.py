@@ -44,8 +44,10 @@ def stage_run(params: Params, stage: str, balancer: str | None, data_root: Path)
     lineage = lineage_tags(params, data_root)
     tags = redact_values({"stage": stage, **({"balancer": balancer} if balancer else {}), **lineage})
     name = run_name(stage, *([balancer] if balancer else []), f"data {lineage['data_version']}")
-    run = call(lambda: mlflow.start_run(run_name=name, tags=tags, log_system_metrics=params.tracking.system_metrics),
-               what=f"starting run {name!r}")
+    run = call(
+        lambda: mlflow.start_run(run_name=name, tags=tags, log_system_metrics=params.tracking.system_metrics),
+        what=f"starting run {name!r}",
+    )
     run_id, client = run.info.run_id, MlflowClient()
     try:
         params_logged = [Param(k, v) for k, v in flatten_params(params).items()]
@@ -70,13 +72,22 @@ def child_run(parent: Run, balancer: str, fold: int, *, outage_s: float) -> Iter
     (``tracking.outage_s``): see :func:`nested_run`.
     """
     client = MlflowClient()
-    inherited = retried(lambda: client.get_run(parent.info.run_id).data, uri=client.tracking_uri, outage_s=outage_s,
-                        what=f"reading run {parent.info.run_id}")
+    inherited = retried(
+        lambda: client.get_run(parent.info.run_id).data,
+        uri=client.tracking_uri,
+        outage_s=outage_s,
+        what=f"reading run {parent.info.run_id}",
+    )
     lineage = {k: v for k, v in inherited.tags.items() if k in LINEAGE_KEYS or k == "stage"}
     name = run_name(balancer, f"fold {fold}", f"data {lineage.get('data_version', 'unknown')}")
     with nested_run(
-        client, parent.info.experiment_id, parent.info.run_id, name,
-        tags={**lineage, "balancer": balancer, "fold": str(fold)}, params=inherited.params, outage_s=outage_s,
+        client,
+        parent.info.experiment_id,
+        parent.info.run_id,
+        name,
+        tags={**lineage, "balancer": balancer, "fold": str(fold)},
+        params=inherited.params,
+        outage_s=outage_s,
     ) as run_id:
         yield run_id
 
@@ -105,21 +116,26 @@ def nested_run(
     tags = redact_values(tags)
     existing = None
     if identity:
-        matching = call(lambda: find_runs(client, experiment_id, {k: tags[k] for k in identity}),
-                        what=f"searching experiment {experiment_id} for run {name!r}")
+        matching = call(
+            lambda: find_runs(client, experiment_id, {k: tags[k] for k in identity}),
+            what=f"searching experiment {experiment_id} for run {name!r}",
+        )
         existing = next(iter(matching), None)
     if existing is None:
         run_tags = {**tags, MLFLOW_PARENT_RUN_ID: parent_id}
-        run_id = call(lambda: client.create_run(experiment_id, run_name=name, tags=run_tags),
-                      what=f"creating run {name!r}").info.run_id
+        run_id = call(
+            lambda: client.create_run(experiment_id, run_name=name, tags=run_tags), what=f"creating run {name!r}"
+        ).info.run_id
         if params:
             logged = [Param(k, v) for k, v in redact_values(params).items()]
             call(lambda: client.log_batch(run_id, params=logged), what=f"logging the params of run {run_id}")
     else:
         run_id = existing.info.run_id
         call(lambda: client.set_tag(run_id, MLFLOW_PARENT_RUN_ID, parent_id), what=f"re-attaching run {run_id}")
-        call(lambda: client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING)),
-             what=f"resuming run {run_id}")
+        call(
+            lambda: client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING)),
+            what=f"resuming run {run_id}",
+        )
     try:
         yield run_id
     except BaseException:

@@ -62,5 +62,5 @@ def load_checkpoint(path: Path) -> dict[str, Any] | None:
         return None
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several unrelated types for a damaged file
+    except Exception as exc:  # noqa: BLE001 - torch raises several unrelated types for a damaged file
         raise DataError(f"{path}: unreadable checkpoint ({exc})") from None

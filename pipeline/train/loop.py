@@ -24,9 +24,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from collections.abc import Iterator
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -38,17 +38,17 @@ from pipeline.data.folds import ArraySet, FoldData
 from pipeline.errors import ConfigError, DataError
 from pipeline.models import build_model, parameter_count
 from pipeline.models.base import MultiTaskModel
-from pipeline.runtime.device import select_device, to_tensors
-from pipeline.runtime.inference import evaluate, task_losses
-from pipeline.tasks import Task
-from pipeline.train.checkpoint import CheckpointStore
 from pipeline.runtime.comm import Comm, LocalComm
 from pipeline.runtime.compute_format import ComputeFormat
+from pipeline.runtime.device import select_device, to_tensors
+from pipeline.runtime.inference import evaluate, task_losses
+from pipeline.runtime.prefetch import HostBatch, host_batch, prefetched
+from pipeline.tasks import Task
+from pipeline.train.checkpoint import CheckpointStore
 from pipeline.train.early_stopping import EarlyStopping
 from pipeline.train.efficiency import PeakMemory, StepTimer
 from pipeline.train.grad_sync import GradientReducer
 from pipeline.train.identity import run_identity
-from pipeline.runtime.prefetch import HostBatch, host_batch, prefetched
 
 EpochCallback = Callable[[dict[str, Any]], None]
 StepCallback = Callable[[int, int], None]
@@ -182,8 +182,13 @@ class Trainer:
         """Identifies what a checkpoint was trained on: the run's identity (:func:`run_identity`), the fold and
         its samples."""
         h = hashlib.sha256()
-        for part in (run_identity(self.params, self.balancer.name), str(self.fold), *self.data.train.ids, "|",
-                     *self.data.val.ids):
+        for part in (
+            run_identity(self.params, self.balancer.name),
+            str(self.fold),
+            *self.data.train.ids,
+            "|",
+            *self.data.val.ids,
+        ):
             h.update(part.encode() + b"\0")
         return h.hexdigest()
 
@@ -290,8 +295,9 @@ class Trainer:
         self.model.train()
         batches = epoch_batches(len(self.data.train), cfg.batch_size, self.params.seed, self.fold, epoch)
         loss_sum = torch.zeros(len(self.tasks), device=self.device)
-        chunks = prefetched(self._read_chunk, [self._chunk_rows(batch, m) for batch in batches
-                                               for m in range(cfg.grad_accum_steps)])
+        chunks = prefetched(
+            self._read_chunk, [self._chunk_rows(batch, m) for batch in batches for m in range(cfg.grad_accum_steps)]
+        )
         for step in range(len(batches)):
             self.timer.start_step()
             loss_sum += self._train_step(epoch, step, chunks)
@@ -337,20 +343,26 @@ class Trainer:
 
     def _assert_ranks_agree(self, epoch: int, step: int) -> None:
         """Raise if any rank's balancer weights or model parameters differ from the others' (debug aid)."""
-        mine = torch.cat([
-            self.balancer.weights().to(self.device, torch.float64),
-            torch.stack([p.detach().double().sum() for p in self.model.parameters()]),
-        ])
+        mine = torch.cat(
+            [
+                self.balancer.weights().to(self.device, torch.float64),
+                torch.stack([p.detach().double().sum() for p in self.model.parameters()]),
+            ]
+        )
         mean = self.comm.all_reduce_mean(mine.clone())
         if not torch.allclose(mine, mean, rtol=1e-9, atol=0.0):
-            raise RuntimeError(
-                f"rank {self.comm.rank} diverged from the other ranks at epoch {epoch}, step {step}"
-            )
+            raise RuntimeError(f"rank {self.comm.rank} diverged from the other ranks at epoch {epoch}, step {step}")
 
     def evaluate(self, source: ArraySet) -> tuple[torch.Tensor, dict[str, dict[str, float]]]:
         """:func:`evaluate` of this trainer's model on ``source``, sharded over the ranks."""
         return evaluate(
-            self.model, self.tasks, source, self.params.train.batch_size, self.device, self.loss_fns, self.compute,
+            self.model,
+            self.tasks,
+            source,
+            self.params.train.batch_size,
+            self.device,
+            self.loss_fns,
+            self.compute,
             self.comm,
         )
 

@@ -28,8 +28,14 @@ def _print_epoch(label: str, record: dict[str, Any]) -> None:
     for task in tasks:
         score = next((m for m in ("dice", "accuracy") if f"val/{task}/{m}" in record), None)
         shown = f" {score} {record[f'val/{task}/{score}']:.3f}" if score else ""
-        cells.append(f"{task} loss {record[f'train_loss/{task}']:.3f}/{record[f'val_loss/{task}']:.3f}{shown} "
-                     f"w {record[f'weight/{task}']:.2f}")
+        cells.append(
+            f"{task} loss {record[f'train_loss/{task}']:.3f}/{record[f'val_loss/{task}']:.3f}{shown} "
+            f"w {record[f'weight/{task}']:.2f}"
+        )
     temperature = record.get("temperature")
-    print(f"[{label} fold {record['fold']}] epoch {record['epoch']:3d} | " + " | ".join(cells)
-          + f" | T {'-' if temperature is None else f'{temperature:.2f}'} lr {record['lr']:.1e}", flush=True)
+    print(
+        f"[{label} fold {record['fold']}] epoch {record['epoch']:3d} | "
+        + " | ".join(cells)
+        + f" | T {'-' if temperature is None else f'{temperature:.2f}'} lr {record['lr']:.1e}",
+        flush=True,
+    )

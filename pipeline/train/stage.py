@@ -26,8 +26,11 @@ import torch
 from pipeline.atomic import atomic_write_json, atomic_write_text
 from pipeline.config import STL, Params, tracking_uri
 from pipeline.data.folds import ArraySet, load_test
-from pipeline.runtime.metrics import TaskMetrics
 from pipeline.models import build_model
+from pipeline.runtime.compute_format import ComputeFormat
+from pipeline.runtime.device import select_device, to_tensors
+from pipeline.runtime.inference import evaluate
+from pipeline.runtime.metrics import TaskMetrics
 from pipeline.tasks import Task, build_tasks
 from pipeline.tracking import EpochLogger, child_run, log_fold_result, stage_run
 from pipeline.tracking.results import history_csv
@@ -36,11 +39,8 @@ from pipeline.train import cluster
 from pipeline.train.checkpoint import BEST, load_checkpoint
 from pipeline.train.distributed import run_fold
 from pipeline.train.identity import ray_run_name
-from pipeline.train.progress import EpochReporter
-from pipeline.runtime.compute_format import ComputeFormat
-from pipeline.runtime.device import select_device, to_tensors
-from pipeline.runtime.inference import evaluate
 from pipeline.train.loop import FoldResult
+from pipeline.train.progress import EpochReporter
 
 
 def run(params: Params, balancer: str, data: Path, out_dir: Path, metrics_dir: Path) -> dict[str, Any]:
@@ -56,17 +56,31 @@ def run(params: Params, balancer: str, data: Path, out_dir: Path, metrics_dir: P
             with child_run(parent, balancer, fold, outage_s=params.tracking.outage_s) as run_id:
                 logger = EpochLogger(tracking_uri(params), run_id)
                 result = run_fold(
-                    params, balancer, fold, data, fold_dir, ray_run_name(params, balancer, fold),
+                    params,
+                    balancer,
+                    fold,
+                    data,
+                    fold_dir,
+                    ray_run_name(params, balancer, fold),
                     epoch_callback=EpochReporter(logger, balancer),
-                    system_metrics=NodeSystemMetrics(tracking_uri(params), run_id) if params.tracking.system_metrics else None,
+                    system_metrics=NodeSystemMetrics(tracking_uri(params), run_id)
+                    if params.tracking.system_metrics
+                    else None,
                 )
                 logger.finish(result.history, params.tracking.outage_s)  # what the workers could not deliver
                 model = build_model(params, tasks, separate=balancer == STL)
                 model.load_state_dict(load_checkpoint(fold_dir / BEST)["model"])
                 test_metrics = evaluate_on_driver(params, model, tasks, test)
                 example = to_tensors(test.read([0]), torch.device("cpu"))["image"]
-                log_fold_result(run_id, result, model, example, test_metrics, outage_s=params.tracking.outage_s,
-                                log_model=params.tracking.log_models)
+                log_fold_result(
+                    run_id,
+                    result,
+                    model,
+                    example,
+                    test_metrics,
+                    outage_s=params.tracking.outage_s,
+                    log_model=params.tracking.log_models,
+                )
             per_fold[f"fold_{fold}"] = fold_summary(result, test_metrics)
             history.extend(result.history)
     document = {
@@ -89,14 +103,18 @@ def evaluate_on_driver(
     ``model`` is back on the CPU afterwards."""
     device = select_device("cpu" if params.train.device == "cpu" else "auto")
     compute = ComputeFormat.from_params(params.train, device)
-    _, metrics = evaluate(compute.prepare_model(model.to(device)), tasks, test, params.train.batch_size, device,
-                          compute=compute)
+    _, metrics = evaluate(
+        compute.prepare_model(model.to(device)), tasks, test, params.train.batch_size, device, compute=compute
+    )
     model.to("cpu", memory_format=torch.contiguous_format)
     return metrics
 
 
-HEADLINE = {"classification": ("accuracy", "f1"), "binary_segmentation": ("dice", "iou", "auc"),
-            "multiclass_segmentation": ("dice", "iou")}
+HEADLINE = {
+    "classification": ("accuracy", "f1"),
+    "binary_segmentation": ("dice", "iou", "auc"),
+    "multiclass_segmentation": ("dice", "iou"),
+}
 
 
 def headline(tasks: tuple[Task, ...], document: dict[str, Any]) -> dict[str, Any]:

@@ -27,8 +27,8 @@ from ray.tune.schedulers import ASHAScheduler
 from pipeline.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 from pipeline.config import Params, tracking_credentials, tracking_uri
 from pipeline.errors import ConfigError, PipelineError
-from pipeline.runtime.metrics import TaskMetrics
 from pipeline.logs import is_verbose, on_terminal
+from pipeline.runtime.metrics import TaskMetrics
 from pipeline.tasks import build_tasks
 from pipeline.tracking import stage_run
 from pipeline.tracking.runs import find_runs
@@ -161,8 +161,11 @@ def _tuner(params: Params, context: SweepContext) -> ray.tune.Tuner:
     asha = params.tune.asha
     scheduler = (
         ASHAScheduler(
-            metric=f"{VAL_LOSS}_mean", mode="min", max_t=len(params.folds),
-            grace_period=asha.grace_period, reduction_factor=asha.reduction_factor,
+            metric=f"{VAL_LOSS}_mean",
+            mode="min",
+            max_t=len(params.folds),
+            grace_period=asha.grace_period,
+            reduction_factor=asha.reduction_factor,
         )
         if asha.enabled
         else None

@@ -39,8 +39,8 @@ from pipeline.tracking.epochs import numeric_metrics
 from pipeline.tracking.runs import nested_run, run_name
 from pipeline.train.checkpoint import DirectoryStore
 from pipeline.train.distributed import run_fold
-from pipeline.train.loop import EpochCallback, FoldResult, Trainer
 from pipeline.train.identity import ray_run_name
+from pipeline.train.loop import EpochCallback, FoldResult, Trainer
 from pipeline.train.progress import EpochReporter
 from pipeline.tune.grid import GRID_KEYS, trial_key, trial_params
 from pipeline.tune.statistics import across_folds, fold_figures
@@ -77,18 +77,26 @@ def run_trial(config: dict[str, Any], context: SweepContext) -> None:
     # finds its own run, not its newest fold run.
     identity = {"tune_sweep": context.sweep, "tune_trial": key}
     with nested_run(
-        client, context.experiment_id, context.parent_run_id, run_name("tune", key),
+        client,
+        context.experiment_id,
+        context.parent_run_id,
+        run_name("tune", key),
         tags={**identity, "tune_run": "trial", "stage": "tune", "balancer": BALANCER},
         params={f"balancer.atdwa.{k}": str(config[k]) for k in GRID_KEYS} | {"train.epochs": str(params.train.epochs)},
-        identity=(*identity, "tune_run"), outage_s=params.tracking.outage_s,
+        identity=(*identity, "tune_run"),
+        outage_s=params.tracking.outage_s,
     ) as trial_run:
         for fold in params.folds:
             if str(fold) in done:
                 continue
             with nested_run(
-                client, context.experiment_id, trial_run, run_name(key, f"fold {fold}"),
+                client,
+                context.experiment_id,
+                trial_run,
+                run_name(key, f"fold {fold}"),
                 tags={**identity, "tune_run": "fold", "stage": "tune", "balancer": BALANCER, "fold": str(fold)},
-                identity=(*identity, "tune_run", "fold"), outage_s=params.tracking.outage_s,
+                identity=(*identity, "tune_run", "fold"),
+                outage_s=params.tracking.outage_s,
             ) as fold_run:
                 logger = EpochLogger(context.tracking_uri, fold_run)
                 result = _train_fold(params, fold, Path(context.data_root), EpochReporter(logger, f"{BALANCER} {key}"))

@@ -11,8 +11,8 @@ from pipeline.balancers import BALANCER_CLASSES, UncertaintyBalancer, build_bala
 from pipeline.config import BALANCERS, parse_params
 from pipeline.errors import ConfigError
 from pipeline.models import AttentionUNetMTL
-from pipeline.tasks import Task
 from pipeline.runtime.comm import LocalComm
+from pipeline.tasks import Task
 
 TASKS = [Task("lesion", "binary_segmentation", "mask", 1), Task("diagnosis", "classification", "label", 2)]
 NAMES = [t.name for t in TASKS]
@@ -92,7 +92,7 @@ def test_build_balancer_reads_its_params_section():
 def test_resumed_balancer_continues_identically(name):
     model = make_model()
     original = build_balancer(name, NAMES, parse_params({}))
-    run_epochs(original, model, range(0, 3))
+    run_epochs(original, model, range(3))
     state = original.state_dict()
     continued = run_epochs(original, model, range(3, 6))
 

@@ -10,8 +10,8 @@ import torch
 
 from pipeline.balancers import GradNormBalancer, gradnorm_weight_grad
 from pipeline.models import AttentionUNetMTL, SSCResNet34
-from pipeline.tasks import Task
 from pipeline.runtime.comm import LocalComm
+from pipeline.tasks import Task
 
 ALPHA = 1.5
 LR = 0.025
@@ -76,10 +76,7 @@ def slow_norms_and_losses(model, batches) -> tuple[torch.Tensor, torch.Tensor]:
         outputs = model(x)
         losses = task_losses(tasks_of(model), outputs, targets)
         per_task = torch.stack(
-            [
-                torch.cat([g.flatten() for g in torch.autograd.grad(loss, shared, retain_graph=True)])
-                for loss in losses
-            ]
+            [torch.cat([g.flatten() for g in torch.autograd.grad(loss, shared, retain_graph=True)]) for loss in losses]
         )
         grad_sum = grad_sum + per_task
         loss_sum = loss_sum + torch.stack(losses).detach()
@@ -253,8 +250,11 @@ def test_fp16_task_gradients_at_w_match_float32_where_unscaled_half_precision_un
     tasks = (SEG, CLS)
     model = AttentionUNetMTL(list(tasks), dropout=0.0, channels=(4, 8, 16), strides=(2, 2))
     g = torch.Generator().manual_seed(1)
-    batch = {"image": torch.randn(2, 1, 256, 256, generator=g), "mask": (torch.rand(2, 256, 256, generator=g) > 0.7).long(),
-             "label": torch.tensor([0, 1])}
+    batch = {
+        "image": torch.randn(2, 1, 256, 256, generator=g),
+        "mask": (torch.rand(2, 256, 256, generator=g) > 0.7).long(),
+        "label": torch.tensor([0, 1]),
+    }
 
     def grad_norms_at_w(amp: str, scale: float) -> torch.Tensor:
         balancer = GradNormBalancer(model.task_names)

@@ -32,10 +32,12 @@ def test_interleaving_needs_a_round():
 
 def test_targets_flag_a_missed_figure_and_keep_the_met_ones():
     results = {
-        "balancers": {"balancers": {
-            "gradnorm": {"time_ratio_vs_equal": 1.2, "memory_ratio_vs_equal": 1.0},
-            "dwa": {"time_ratio_vs_equal": 1.01, "memory_ratio_vs_equal": 1.0},
-        }},
+        "balancers": {
+            "balancers": {
+                "gradnorm": {"time_ratio_vs_equal": 1.2, "memory_ratio_vs_equal": 1.0},
+                "dwa": {"time_ratio_vs_equal": 1.01, "memory_ratio_vs_equal": 1.0},
+            }
+        },
         "input": {"loader": {"loader_headroom": 2.0}, "augment": {"stage_vs_bare": 0.9}},
     }
     met = {t["figure"]: t["met"] for t in suite.targets(results)}
@@ -52,8 +54,10 @@ def test_targets_flag_a_missed_figure_and_keep_the_met_ones():
 def test_scaling_multiplies_every_class_count():
     params = tiny_params()
     quadrupled = scaling.scaled(params, 4).data.synthetic
-    assert (quadrupled.n_benign, quadrupled.n_malignant) == (4 * params.data.synthetic.n_benign,
-                                                            4 * params.data.synthetic.n_malignant)
+    assert (quadrupled.n_benign, quadrupled.n_malignant) == (
+        4 * params.data.synthetic.n_benign,
+        4 * params.data.synthetic.n_malignant,
+    )
 
 
 def test_input_path_reports_loader_model_and_augment_rates(tiny_data):

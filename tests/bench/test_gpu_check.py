@@ -28,9 +28,21 @@ def cpu_check(tmp_path_factory) -> tuple[dict, str, Path]:
     folder = tmp_path_factory.mktemp("gpu_check")
     out = folder / "gpu_check.json"
     done = subprocess.run(
-        ["make", "-C", str(ROOT), "-o", ".venv/.installed", "gpu-check", "DEVICE=cpu",
-         f"BIN={Path(sys.executable).parent}", f"GPU_CHECK_OUT={out}"],
-        env={**os.environ, "TMPDIR": str(folder)}, capture_output=True, text=True, timeout=300,
+        [
+            "make",
+            "-C",
+            str(ROOT),
+            "-o",
+            ".venv/.installed",
+            "gpu-check",
+            "DEVICE=cpu",
+            f"BIN={Path(sys.executable).parent}",
+            f"GPU_CHECK_OUT={out}",
+        ],
+        env={**os.environ, "TMPDIR": str(folder)},
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return json.loads(out.read_text()), done.stdout, folder
@@ -60,8 +72,13 @@ def test_every_balancer_and_stl_train_with_finite_losses_and_step_times_against_
 @pytest.mark.slow
 def test_the_distributed_smoke_test_all_reduces_over_gloo(cpu_check):
     results, _, _ = cpu_check
-    assert results["distributed"] == {"passed": True, "error": None, "backend": "gloo", "world_size": 1,
-                                      "all_reduce": [1.0, 2.0, 3.0, 4.0]}
+    assert results["distributed"] == {
+        "passed": True,
+        "error": None,
+        "backend": "gloo",
+        "world_size": 1,
+        "all_reduce": [1.0, 2.0, 3.0, 4.0],
+    }
 
 
 @pytest.mark.slow
@@ -69,8 +86,14 @@ def test_predict_gives_every_task_its_shape_for_the_multi_task_and_stl_models(cp
     results, _, _ = cpu_check
     size = results["training"]["image_size"]
     tasks = build_tasks(load_params(ROOT / "params.yaml"))
-    expected = {t.name: [t.out_channels] if t.kind == "classification" else
-                [size, size] if t.kind == "binary_segmentation" else [t.out_channels, size, size] for t in tasks}
+    expected = {
+        t.name: [t.out_channels]
+        if t.kind == "classification"
+        else [size, size]
+        if t.kind == "binary_segmentation"
+        else [t.out_channels, size, size]
+        for t in tasks
+    }
     assert results["predict"]["passed"], results["predict"]["error"]
     for name in ("multi_task", "stl"):
         model = results["predict"]["models"][name]

@@ -75,9 +75,7 @@ def build_data_root(root: Path, params: Params) -> Path:
     ingested = make_ingested(root / "ingested")
     split.run(params, ingested=ingested, out_dir=root / SPLIT_DIR)
     preprocess.run(params, ingested=ingested, out_dir=root / PREPROCESSED_DIR)
-    augment.run(
-        params, preprocessed=root / PREPROCESSED_DIR, split=root / SPLIT_DIR, out_dir=root / AUGMENTED_DIR
-    )
+    augment.run(params, preprocessed=root / PREPROCESSED_DIR, split=root / SPLIT_DIR, out_dir=root / AUGMENTED_DIR)
     return root
 
 

@@ -109,7 +109,11 @@ def test_augmented_bytes_do_not_depend_on_the_cpus_simd_instructions(root, tmp_p
         if disabled:
             env["OPENCV_CPU_DISABLE"] = disabled  # read when cv2 is imported, hence a new process
         out = tmp_path / cpu
-        subprocess.run([sys.executable, "-c", AUGMENT_IN_NEW_PROCESS, str(root), str(out)], env=env, check=True,
-                       cwd=Path(__file__).resolve().parents[2])
+        subprocess.run(
+            [sys.executable, "-c", AUGMENT_IN_NEW_PROCESS, str(root), str(out)],
+            env=env,
+            check=True,
+            cwd=Path(__file__).resolve().parents[2],
+        )
         outputs[cpu] = {name: (out / f"{name}.npy").read_bytes() for name in ("image", "mask")}
     assert outputs["this"] == outputs["older"]

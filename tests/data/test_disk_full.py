@@ -30,8 +30,9 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A folder that is a tmpfs of :data:`DISK_SIZE`, unmounted after the test."""
     folder = tmp_path / "disk"
     folder.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={DISK_SIZE}", "tmpfs", str(folder)],
-                             capture_output=True, text=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={DISK_SIZE}", "tmpfs", str(folder)], capture_output=True, text=True
+    )
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs to fill (needs root): {mounted.stderr.strip()}")
     try:
@@ -52,13 +53,28 @@ def test_preprocess_on_a_full_disk_keeps_the_previous_arrays_and_says_so_in_one_
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump(make_params(data={"image_size": 64}).model_dump(mode="json")))
     run = subprocess.run(  # its own process: writing a memory map on a full disk can kill it (SIGBUS)
-        [sys.executable, "-m", "pipeline", "--params", str(params), "preprocess", "--ingested", str(ingested),
-         "--out", str(out)], cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "pipeline",
+            "--params",
+            str(params),
+            "preprocess",
+            "--ingested",
+            str(ingested),
+            "--out",
+            str(out),
+        ],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
     )
     assert run.returncode == 2, run.stderr
     assert "Traceback" not in run.stderr
     assert run.stderr.strip().splitlines()[-1] == (
-        f"error: {out}: no space left on device while writing it; its previous version is unchanged")
+        f"error: {out}: no space left on device while writing it; its previous version is unchanged"
+    )
     assert _digests(out) == before
     assert os.listdir(small_disk) == ["preprocessed"]  # no temporary folder or file left
 

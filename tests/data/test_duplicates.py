@@ -56,7 +56,8 @@ GROUPS = (
 def test_every_duplicate_group_stays_in_one_split_and_one_fold(tmp_path, seed):
     records = tuple(
         Record(record_id(c, n), c, f"{c}/{n}.png", (f"{c}/{n}_mask.png",), "0" * 64)
-        for c, k in COUNTS.items() for n in range(k)
+        for c, k in COUNTS.items()
+        for n in range(k)
     )
     write_manifest(tmp_path / "ingested", Manifest("test", "busi", tuple(COUNTS), records, GROUPS))
     split.run(make_params(seed=seed), ingested=tmp_path / "ingested", out_dir=tmp_path / "split")

@@ -23,20 +23,24 @@ def test_grey_values_survive_any_8_bit_encoding(tmp_path, mode):
 
 def _alpha(mode: str):
     """``GREY`` in ``mode`` with an alpha channel, its first pixel transparent."""
+
     def save(path):
         image = Image.fromarray(GREY).convert(mode)
         alpha = np.full(GREY.shape, 255, np.uint8)
         alpha[0, 0] = 0
         image.putalpha(Image.fromarray(alpha))
         image.save(path)
+
     return save
 
 
 def _transparent_colour(mode: str):
     """``GREY`` in ``mode`` whose PNG names the first pixel's value its transparent colour (a tRNS chunk)."""
+
     def save(path):
         image = Image.fromarray(GREY).convert(mode)
         image.save(path, transparency=image.getpixel((0, 0)))
+
     return save
 
 

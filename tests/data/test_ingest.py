@@ -83,8 +83,9 @@ def test_the_redistributed_layout_gives_the_manifest_and_files_of_the_kaggle_fol
     kaggle, redistributed = read_manifest(tmp_path / "kaggle"), read_manifest(tmp_path / "redistributed")
     assert replace(redistributed, source=kaggle.source) == kaggle  # ids, labels, sha256s, paths, duplicates
     files = {p.relative_to(tmp_path / "kaggle"): p.read_bytes() for p in (tmp_path / "kaggle").rglob("*.png")}
-    assert {p.relative_to(tmp_path / "redistributed"): p.read_bytes()
-            for p in (tmp_path / "redistributed").rglob("*.png")} == files
+    assert {
+        p.relative_to(tmp_path / "redistributed"): p.read_bytes() for p in (tmp_path / "redistributed").rglob("*.png")
+    } == files
 
 
 def test_temporary_folders_are_removed(busi, tmp_path, scratch):

@@ -108,12 +108,16 @@ def test_corrupt_archive_is_a_data_error(tmp_path):
 
 
 def _digests(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
-def test_s3_endpoint_gone_down_fails_ingest_in_seconds_naming_it_and_keeps_the_output(busi, tmp_path, s3_server, s3,
-                                                                                     scratch):
+def test_s3_endpoint_gone_down_fails_ingest_in_seconds_naming_it_and_keeps_the_output(
+    busi, tmp_path, s3_server, s3, scratch
+):
     _upload(s3, busi[0], "scans", "datasets/busi")
     out = tmp_path / "ingested"
     ingest.run(params_for("s3://scans/datasets/busi"), out_dir=out)
@@ -124,7 +128,8 @@ def test_s3_endpoint_gone_down_fails_ingest_in_seconds_naming_it_and_keeps_the_o
         ingest.run(params_for("s3://scans/datasets/busi"), out_dir=out)
     assert time.monotonic() - started < 10
     assert str(error.value).startswith(
-        f"s3://scans/datasets/busi: no answer from the S3 endpoint {os.environ['AWS_ENDPOINT_URL']} after 3 tries")
+        f"s3://scans/datasets/busi: no answer from the S3 endpoint {os.environ['AWS_ENDPOINT_URL']} after 3 tries"
+    )
     assert _digests(out) == before
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".ingested")) == []  # no temporary output
     assert list(scratch.iterdir()) == []  # nothing downloaded is left
@@ -146,8 +151,14 @@ def test_s3_endpoint_that_never_answers_is_given_up_after_the_bounded_tries(tmp_
     monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
     monkeypatch.setattr(sources, "S3_READ_TIMEOUT_S", 0.5)
     started = time.monotonic()
-    with pytest.raises(DataError, match=f"^s3://scans/busi: no answer from the S3 endpoint {endpoint} after 3 tries "
-                                        r"\(ReadTimeoutError\)"), local_folder("s3://scans/busi", EXPECTED):
+    with (
+        pytest.raises(
+            DataError,
+            match=f"^s3://scans/busi: no answer from the S3 endpoint {endpoint} after 3 tries "
+            r"\(ReadTimeoutError\)",
+        ),
+        local_folder("s3://scans/busi", EXPECTED),
+    ):
         pass
     assert time.monotonic() - started < 10
     assert len(accepted) == sources.S3_ATTEMPTS == 3

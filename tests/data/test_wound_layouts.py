@@ -72,15 +72,23 @@ def wound_params(source: Path, layout: str = "dfutissue", **data):
         tasks.append({"name": "tissue", "kind": "multiclass_segmentation", "target": "tissue"})
     raw = {
         "workload": "wound",
-        "data": {"source": str(source), "layout": layout, "image_size": 32, "channels": 3,
-                 "tissues": [{"name": n, "colour": [10 * i, 20, 30]} for i, n in enumerate(TISSUES)], **data},
+        "data": {
+            "source": str(source),
+            "layout": layout,
+            "image_size": 32,
+            "channels": 3,
+            "tissues": [{"name": n, "colour": [10 * i, 20, 30]} for i, n in enumerate(TISSUES)],
+            **data,
+        },
         "tasks": tasks,
         "split": {"k_folds": 2},
         "augment": {"copies_per_image": 1},
     }
     if layout == "fuseg":  # the wound workload selects and gates on tissue.dice by default
-        raw |= {"tune": {"selection": {"metric": "wound.dice"}},
-                "registry": {"primary": ["wound.dice"], "floors": {"wound.dice": 0.5}}}
+        raw |= {
+            "tune": {"selection": {"metric": "wound.dice"}},
+            "registry": {"primary": ["wound.dice"], "floors": {"wound.dice": 0.5}},
+        }
     return parse_params(raw, "test")
 
 

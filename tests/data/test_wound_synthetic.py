@@ -108,10 +108,10 @@ def test_tissues_are_told_apart_by_colour(photos):
         pixels = np.concatenate([image[mask == k] for image, mask in photos]).astype(np.float64)
         means[k] = pixels.mean(axis=0)
         assert np.abs(means[k] - COLOURS[k - 1]).max() < 40  # each class looks like its given colour
-    for a in means:
-        for b in means:
+    for a, mean_a in means.items():
+        for b, mean_b in means.items():
             if a < b:
-                assert np.linalg.norm(means[a] - means[b]) > 40, (a, b)
+                assert np.linalg.norm(mean_a - mean_b) > 40, (a, b)
 
 
 def test_skin_tone_varies_between_images(photos):
@@ -186,9 +186,7 @@ def test_healing_outside_0_1_raises_data_error(healing):
         render_wound(np.random.default_rng(0), 64, COLOURS, healing)
 
 
-@pytest.mark.parametrize(
-    ("visits", "message"), [([], r"visits = \[\]"), ([DAYS[0], DAYS[0]], "distinct dates")]
-)
+@pytest.mark.parametrize(("visits", "message"), [([], r"visits = \[\]"), ([DAYS[0], DAYS[0]], "distinct dates")])
 def test_bad_visits_raise_data_error(tmp_path, visits, message):
     with pytest.raises(DataError, match=message):
         generate_series(tmp_path, visits, size=64, seed=0, tissue_colours=COLOURS)

@@ -12,8 +12,12 @@ from tests.conftest import tiny_params
 def _write(folder, balancer, dice, accuracy):
     doc = {
         "mean": {"test": {"lesion": {"dice": dice}, "diagnosis": {"accuracy": accuracy}}},
-        "baseline": {"test": {"lesion": {"all_background": {"dice": 0.0}, "all_foreground": {"dice": 0.2}},
-                              "diagnosis": {"majority_class": {"accuracy": 0.6}}}},
+        "baseline": {
+            "test": {
+                "lesion": {"all_background": {"dice": 0.0}, "all_foreground": {"dice": 0.2}},
+                "diagnosis": {"majority_class": {"accuracy": 0.6}},
+            }
+        },
     }
     (folder / balancer).mkdir(parents=True)
     (folder / balancer / "folds.json").write_text(json.dumps(doc))

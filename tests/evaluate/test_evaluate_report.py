@@ -47,12 +47,17 @@ def _train_stage_outputs(params, root: Path) -> tuple[Path, Path]:
             save_checkpoint(root / "models" / balancer / f"fold_{fold}" / "best.pt", {"model": state})
             folds[f"fold_{fold}"] = {"efficiency": {k: 10.0 * (i + 1) + fold for k in TABLE_III}}
             for epoch in range(3):
-                history.append({
-                    "epoch": epoch, "fold": fold, "lr": 1e-3, "best": epoch == 2,
-                    "temperature": 2.0 + 0.1 * epoch if balancer != "equal" else None,
-                    **{f"weight/{t.name}": 1.0 + 0.1 * j * epoch for j, t in enumerate(tasks)},
-                    **{f"val_loss/{t.name}": 1.0 / (epoch + 1 + j) for j, t in enumerate(tasks)},
-                })
+                history.append(
+                    {
+                        "epoch": epoch,
+                        "fold": fold,
+                        "lr": 1e-3,
+                        "best": epoch == 2,
+                        "temperature": 2.0 + 0.1 * epoch if balancer != "equal" else None,
+                        **{f"weight/{t.name}": 1.0 + 0.1 * j * epoch for j, t in enumerate(tasks)},
+                        **{f"val_loss/{t.name}": 1.0 / (epoch + 1 + j) for j, t in enumerate(tasks)},
+                    }
+                )
         (root / "metrics" / balancer).mkdir(parents=True)
         (root / "metrics" / balancer / "folds.json").write_text(json.dumps({"folds": folds}))
         (root / "metrics" / balancer / "history.csv").write_text(history_csv(history))
@@ -101,7 +106,7 @@ def test_one_row_per_balancer_fold_and_test_image(evaluated, tiny_data):
 
 
 def test_fold_ensemble_scores_the_mean_of_the_fold_models_probabilities(evaluated, tiny_data):
-    params, reports, metrics, _, _ = evaluated
+    _, reports, metrics, _, _ = evaluated
     with (reports / "evaluation" / "per_image.csv").open() as fh:
         rows = list(csv.DictReader(fh))
     test = load_test(tiny_data)

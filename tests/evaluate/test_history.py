@@ -30,7 +30,8 @@ def test_convergence_is_each_tasks_epoch_of_lowest_validation_loss_per_fold(tmp_
     losses = {0: [(0.9, 0.8), (0.5, 0.7), (0.6, 0.6)], 1: [(0.9, 0.9), (0.4, 0.4), (0.4, 0.5)]}  # (wound, tissue)
     records = [
         {"epoch": epoch, "fold": fold, "val_loss/wound": wound, "val_loss/tissue": tissue}
-        for fold, per_epoch in losses.items() for epoch, (wound, tissue) in enumerate(per_epoch)
+        for fold, per_epoch in losses.items()
+        for epoch, (wound, tissue) in enumerate(per_epoch)
     ]
     (tmp_path / "history.csv").write_text(history_csv(records))
     epochs = convergence_epochs(read_history(tmp_path / "history.csv"), ["wound", "tissue"])

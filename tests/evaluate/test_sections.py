@@ -12,15 +12,22 @@ from pipeline.evaluate.summary import TABLE_III, over_folds
 def _summary(dice: dict, memory: dict) -> dict:
     """A summary.json of two folds: per balancer Dice and peak memory per fold, other columns constant."""
     results = {}
-    for balancer in dice:
+    for balancer, dices in dice.items():
         folds = [
-            {"lesion": {m: 0.5 for m in ("accuracy", "iou", "auc", "recall", "precision")} | {"dice": d},
-             "efficiency": {k: 1.0 for k in TABLE_III} | {"peak_memory_mib": mem}}
-            for d, mem in zip(dice[balancer], memory[balancer])
+            {
+                "lesion": {m: 0.5 for m in ("accuracy", "iou", "auc", "recall", "precision")} | {"dice": d},
+                "efficiency": {k: 1.0 for k in TABLE_III} | {"peak_memory_mib": mem},
+            }
+            for d, mem in zip(dices, memory[balancer])
         ]
         results[balancer] = over_folds(folds)
-    return {"balancers": list(dice), "folds": [0, 1], "test_images": 6,
-            "tasks": [{"name": "lesion", "kind": "binary_segmentation"}], "results": results}
+    return {
+        "balancers": list(dice),
+        "folds": [0, 1],
+        "test_images": 6,
+        "tasks": [{"name": "lesion", "kind": "binary_segmentation"}],
+        "results": results,
+    }
 
 
 def _column(table: Table, title: str) -> list[tuple[str, bool]]:
@@ -51,10 +58,28 @@ def test_bold_cells_render_bold_in_markdown_and_html():
 
 TUNE = {  # the shape pipeline.tune.stage writes
     "rows": [
-        {"gamma": 0.4, "t0": 2.0, "window": 3, "status": "complete", "folds_done": 2,
-         "lesion.dice_mean": 0.81, "lesion.dice_std": 0.02, "val_loss_mean": 0.5, "val_loss_std": 0.05},
-        {"gamma": 0.8, "t0": 2.0, "window": 3, "status": "complete", "folds_done": 2,
-         "lesion.dice_mean": 0.84, "lesion.dice_std": 0.01, "val_loss_mean": 0.4, "val_loss_std": 0.04},
+        {
+            "gamma": 0.4,
+            "t0": 2.0,
+            "window": 3,
+            "status": "complete",
+            "folds_done": 2,
+            "lesion.dice_mean": 0.81,
+            "lesion.dice_std": 0.02,
+            "val_loss_mean": 0.5,
+            "val_loss_std": 0.05,
+        },
+        {
+            "gamma": 0.8,
+            "t0": 2.0,
+            "window": 3,
+            "status": "complete",
+            "folds_done": 2,
+            "lesion.dice_mean": 0.84,
+            "lesion.dice_std": 0.01,
+            "val_loss_mean": 0.4,
+            "val_loss_std": 0.04,
+        },
     ],
     "selected": {"gamma": 0.8, "t0": 2.0, "window": 3},
     "rule": "min_std",
@@ -65,8 +90,15 @@ TUNE = {  # the shape pipeline.tune.stage writes
 def test_tuning_section_marks_the_selected_row_and_states_the_rule():
     text, table = sections.tuning(TUNE)
     assert "min_std" in text.text and "gamma = 0.8" in text.text
-    assert table.header == ("gamma", "t0", "window", "status", "folds",
-                            "lesion.dice (val, mean ± std)", "val_loss (val, mean ± std)")
+    assert table.header == (
+        "gamma",
+        "t0",
+        "window",
+        "status",
+        "folds",
+        "lesion.dice (val, mean ± std)",
+        "val_loss (val, mean ± std)",
+    )
     assert [row[0].bold for row in table.rows] == [False, True]
     assert table.rows[1][5].text == "0.8400 ± 0.0100"
 
@@ -84,8 +116,13 @@ def test_a_malformed_tune_json_is_named(tmp_path):
         read_tune(path)
 
 
-LINEAGE = {"data_version": "abc", "data_hash_source": "dvc.lock", "git_commit": "123", "git_dirty": "false",
-           "params_hash": "f" * 64}
+LINEAGE = {
+    "data_version": "abc",
+    "data_hash_source": "dvc.lock",
+    "git_commit": "123",
+    "git_dirty": "false",
+    "params_hash": "f" * 64,
+}
 
 
 def test_provenance_lists_every_duplicate_group_or_says_there_are_none():
@@ -98,11 +135,19 @@ def test_provenance_lists_every_duplicate_group_or_says_there_are_none():
 
 
 def test_a_tissue_task_gets_a_dice_and_iou_column_per_tissue_in_class_order():
-    folds = [{"tissue": {"dice_slough": s, "iou_slough": s / 2, "dice_granulation": 0.9, "iou_granulation": 0.8}}
-             for s in (0.6, 0.8)]
-    summary = {"balancers": ["equal"], "folds": [0, 1], "test_images": 4, "results": {"equal": over_folds(folds)},
-               "tasks": [{"name": "tissue", "kind": "multiclass_segmentation",
-                          "classes": ["background", "slough", "granulation"]}]}
+    folds = [
+        {"tissue": {"dice_slough": s, "iou_slough": s / 2, "dice_granulation": 0.9, "iou_granulation": 0.8}}
+        for s in (0.6, 0.8)
+    ]
+    summary = {
+        "balancers": ["equal"],
+        "folds": [0, 1],
+        "test_images": 4,
+        "results": {"equal": over_folds(folds)},
+        "tasks": [
+            {"name": "tissue", "kind": "multiclass_segmentation", "classes": ["background", "slough", "granulation"]}
+        ],
+    }
     (table,) = sections.per_class(summary, "tissue")
     assert table.header == ("balancer", "Dice slough", "IoU slough", "Dice granulation", "IoU granulation")
     assert _column(table, "Dice slough") == [("0.7000 ± 0.1414", True)]
@@ -113,9 +158,15 @@ def test_a_class_absent_from_the_test_truth_shows_as_absent_with_its_false_posit
         return {"tissue": {"dice_slough": 0.6, "iou_slough": 0.4, "fp_pixels_necrosis": necrosis_predicted}}
 
     results = {"equal": over_folds([fold(0), fold(0)]), "stl": over_folds([fold(1200), fold(1300)])}
-    summary = {"balancers": ["equal", "stl"], "folds": [0, 1], "test_images": 4, "results": results,
-               "tasks": [{"name": "tissue", "kind": "multiclass_segmentation",
-                          "classes": ["background", "slough", "necrosis"]}]}
+    summary = {
+        "balancers": ["equal", "stl"],
+        "folds": [0, 1],
+        "test_images": 4,
+        "results": results,
+        "tasks": [
+            {"name": "tissue", "kind": "multiclass_segmentation", "classes": ["background", "slough", "necrosis"]}
+        ],
+    }
     table, note = sections.per_class(summary, "tissue")
     assert _column(table, "Dice necrosis") == _column(table, "IoU necrosis") == [("—", False), ("—", False)]
     assert _column(table, "Dice slough") == [("0.6000 ± 0.0000", True), ("0.6000 ± 0.0000", True)]
@@ -133,8 +184,10 @@ def test_provenance_names_the_configured_tissues_that_no_mask_has():
 
 
 def test_tasks_converge_together_only_where_they_bottom_out_at_one_epoch_before_the_last():
-    epochs = {"gradnorm": {0: {"wound": 3, "tissue": 3, "last": 9}, 1: {"wound": 9, "tissue": 9, "last": 9}},
-              "equal": {0: {"wound": 2, "tissue": 5, "last": 9}}}
+    epochs = {
+        "gradnorm": {0: {"wound": 3, "tissue": 3, "last": 9}, 1: {"wound": 9, "tissue": 9, "last": 9}},
+        "equal": {0: {"wound": 2, "tissue": 5, "last": 9}},
+    }
     _, table = sections.convergence(epochs, ["wound", "tissue"])
     assert [tuple(c.text for c in row) for row in table.rows] == [
         ("gradnorm", "3, 9 (last)", "3, 9 (last)", "1 of 2"),

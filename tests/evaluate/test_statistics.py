@@ -79,10 +79,14 @@ def test_holm_hand_computed():
 def test_classification_pairs_on_the_fold_ensemble_and_dice_on_the_fold_mean():
     labels = np.array([0, 1])
     folds = [
-        {"lesion": {"dice": np.array([0.2, 0.8])},
-         "diagnosis": {"label": labels, "probability": np.array([[0.45, 0.55], [0.3, 0.7]])}},
-        {"lesion": {"dice": np.array([0.4, 1.0])},
-         "diagnosis": {"label": labels, "probability": np.array([[0.9, 0.1], [0.6, 0.4]])}},
+        {
+            "lesion": {"dice": np.array([0.2, 0.8])},
+            "diagnosis": {"label": labels, "probability": np.array([[0.45, 0.55], [0.3, 0.7]])},
+        },
+        {
+            "lesion": {"dice": np.array([0.4, 1.0])},
+            "diagnosis": {"label": labels, "probability": np.array([[0.9, 0.1], [0.6, 0.4]])},
+        },
     ]
     paired = paired_values([LESION, DIAGNOSIS], folds)
     np.testing.assert_allclose(paired["lesion"], [0.3, 0.9])

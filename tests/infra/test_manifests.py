@@ -39,6 +39,7 @@ SHELL_OPERATORS = {"&&", "||", ";", "|", "&", ">", ">>", "<", "(", ")"}
 
 # --- readers ---------------------------------------------------------------------------------------
 
+
 def load(path: Path) -> dict:
     (doc,) = yaml.safe_load_all(path.read_text(encoding="utf-8"))
     return doc
@@ -54,9 +55,11 @@ def requirement(name: str) -> Requirement:
 
 def dockerfile(path: Path) -> list[tuple[str, str]]:
     """``(INSTRUCTION, arguments)`` in order, continuation lines joined, comments dropped."""
-    text = re.sub(r"\\\n", " ", "\n".join(
-        line for line in path.read_text(encoding="utf-8").splitlines() if not line.lstrip().startswith("#")
-    ))
+    text = re.sub(
+        r"\\\n",
+        " ",
+        "\n".join(line for line in path.read_text(encoding="utf-8").splitlines() if not line.lstrip().startswith("#")),
+    )
     return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1]) for line in text.splitlines() if line.strip()]
 
 
@@ -91,7 +94,7 @@ def strings(node) -> list[str]:
 def makefile_exports() -> dict[str, str]:
     """``export NAME := value`` lines of the Makefile: the environment `make run` runs the stages in."""
     text = (ROOT / "Makefile").read_text(encoding="utf-8")
-    return dict(re.findall(r"^export (\w+) :?= ?(\S+)", text, flags=re.M))
+    return dict(re.findall(r"^export (\w+) :?= ?(\S+)", text, flags=re.MULTILINE))
 
 
 def stage_commands() -> dict[str, str]:
@@ -128,13 +131,17 @@ def assert_runs_pipeline(argv: list[str], *, cwd: PurePosixPath | None = None) -
 
 def cluster_pods(spec: dict) -> list[dict]:
     """Pod specs of a RayCluster spec: the head's, then each worker group's."""
-    return [spec["headGroupSpec"]["template"]["spec"],
-            *(group["template"]["spec"] for group in spec["workerGroupSpecs"])]
+    return [
+        spec["headGroupSpec"]["template"]["spec"],
+        *(group["template"]["spec"] for group in spec["workerGroupSpecs"]),
+    ]
 
 
 def cluster_specs() -> dict[str, dict]:
-    return {"raycluster.yaml": load(K8S / "raycluster.yaml")["spec"],
-            "rayjob.yaml": load(K8S / "rayjob.yaml")["spec"]["rayClusterSpec"]}
+    return {
+        "raycluster.yaml": load(K8S / "raycluster.yaml")["spec"],
+        "rayjob.yaml": load(K8S / "rayjob.yaml")["spec"]["rayClusterSpec"],
+    }
 
 
 def gpu_workers(spec: dict) -> list[tuple[dict, dict, dict]]:
@@ -151,8 +158,19 @@ def gpu_workers(spec: dict) -> list[tuple[dict, dict, dict]]:
 def quantity(value: str | int) -> float:
     """A Kubernetes quantity (``32Gi``, ``500M``, ``4``) in base units."""
     number, suffix = re.fullmatch(r"([0-9.]+)([KMGTP]i?)?", str(value)).groups()
-    scale = {"": 1, "K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30,
-             "Ti": 2**40, "Pi": 2**50}[suffix or ""]
+    scale = {
+        "": 1,
+        "K": 1e3,
+        "M": 1e6,
+        "G": 1e9,
+        "T": 1e12,
+        "P": 1e15,
+        "Ki": 2**10,
+        "Mi": 2**20,
+        "Gi": 2**30,
+        "Ti": 2**40,
+        "Pi": 2**50,
+    }[suffix or ""]
     return float(number) * scale
 
 
@@ -171,6 +189,7 @@ def documented_image() -> str:
 
 # --- every file ------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("path", sorted(INFRA.rglob("*.yaml")), ids=lambda p: str(p.relative_to(INFRA)))
 def test_every_manifest_parses(path):
     docs = list(yaml.safe_load_all(path.read_text(encoding="utf-8")))
@@ -180,8 +199,12 @@ def test_every_manifest_parses(path):
 def test_every_file_the_manifests_name_exists():
     services = load(COMPOSE / "compose.yaml")["services"].values()
     named = [COMPOSE / service["build"] / "Dockerfile" for service in services if "build" in service]
-    named += [COMPOSE / volume.split(":")[0] for service in services
-              for volume in service.get("volumes", []) if volume.startswith("./")]
+    named += [
+        COMPOSE / volume.split(":")[0]
+        for service in services
+        for volume in service.get("volumes", [])
+        if volume.startswith("./")
+    ]
     named += [ROOT / src for src in copy_sources(IMAGE_DOCKERFILE)]  # the build context is the repository root
     assert len(named) >= 5
     assert [p for p in named if not p.exists()] == []
@@ -195,6 +218,7 @@ def test_readme_describes_every_deployment_file():
 
 
 # --- the tracking stack (compose) ------------------------------------------------------------------
+
 
 def mlflow_server_args() -> dict[str, str]:
     command = load(COMPOSE / "compose.yaml")["services"]["mlflow"]["command"]
@@ -244,8 +268,11 @@ def test_mlflow_users_live_in_the_tracking_database_and_may_log_to_shared_experi
 
 
 def test_tracking_server_image_has_auth_the_postgres_driver_and_s3_and_matches_the_client():
-    installed = [Requirement(r) for args in instructions(COMPOSE / "mlflow" / "Dockerfile", "RUN")
-                 for r in re.findall(r'"([^"]+)"', args)]
+    installed = [
+        Requirement(r)
+        for args in instructions(COMPOSE / "mlflow" / "Dockerfile", "RUN")
+        for r in re.findall(r'"([^"]+)"', args)
+    ]
     by_name = {r.name: r for r in installed}
     assert {"mlflow", "psycopg2-binary", "boto3"} <= set(by_name) and "auth" in by_name["mlflow"].extras
     (pinned,) = by_name["mlflow"].specifier
@@ -267,7 +294,8 @@ def test_env_file_is_gitignored_and_its_example_lists_every_variable_without_sec
     assert subprocess.run(["git", "check-ignore", "-q", "infra/compose/.env.example"], cwd=ROOT).returncode == 1
     used = {name for value in strings(load(COMPOSE / "compose.yaml")) for name, _ in INTERPOLATION.findall(value)}
     example = dict(
-        line.split("=", 1) for line in (COMPOSE / ".env.example").read_text().splitlines()
+        line.split("=", 1)
+        for line in (COMPOSE / ".env.example").read_text().splitlines()
         if line and not line.startswith("#")
     )
     assert used == set(example)
@@ -275,6 +303,7 @@ def test_env_file_is_gitignored_and_its_example_lists_every_variable_without_sec
 
 
 # --- the project image -----------------------------------------------------------------------------
+
 
 def test_image_installs_the_pinned_cuda_torch_before_the_project():
     runs = instructions(IMAGE_DOCKERFILE, "RUN")
@@ -301,8 +330,12 @@ def test_image_base_has_the_ray_and_python_the_project_pins():
 def test_image_holds_what_dvc_repro_needs():
     copied = {src.rstrip("/") for src in copy_sources(IMAGE_DOCKERFILE)}
     assert {"pyproject.toml", "README.md", "pipeline", "dvc.yaml", "params.yaml", "profiles"} <= copied
-    code_deps = {dep for stage in load(ROOT / "dvc.yaml")["stages"].values()
-                 for dep in stage.get("deps", stage.get("do", {}).get("deps", [])) if dep.startswith("pipeline/")}
+    code_deps = {
+        dep
+        for stage in load(ROOT / "dvc.yaml")["stages"].values()
+        for dep in stage.get("deps", stage.get("do", {}).get("deps", []))
+        if dep.startswith("pipeline/")
+    }
     assert code_deps and all(dep.split("/")[0] in copied for dep in code_deps)
     assert any("dvc init --no-scm" in r for r in instructions(IMAGE_DOCKERFILE, "RUN"))
 
@@ -333,17 +366,29 @@ def dockerignored(path: str) -> bool:
 
 
 def test_build_context_leaves_out_local_state_and_credentials_but_not_the_sources():
-    for generated in (".git/HEAD", ".venv/bin/python", "data/split/split.json", "models/equal", "mlruns", "mlartifacts",
-                      "mlflow.db", "ray_results/x", "infra/compose/.env", "pipeline/__pycache__/cli.cpython-311.pyc"):
+    for generated in (
+        ".git/HEAD",
+        ".venv/bin/python",
+        "data/split/split.json",
+        "models/equal",
+        "mlruns",
+        "mlartifacts",
+        "mlflow.db",
+        "ray_results/x",
+        "infra/compose/.env",
+        "pipeline/__pycache__/cli.cpython-311.pyc",
+    ):
         assert dockerignored(generated), generated
     sources = [src.rstrip("/") for src in copy_sources(IMAGE_DOCKERFILE)]
-    tracked = subprocess.run(["git", "ls-files", "--", *sources], cwd=ROOT, capture_output=True, text=True,
-                             check=True).stdout.split()
+    tracked = subprocess.run(
+        ["git", "ls-files", "--", *sources], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
     assert "pipeline/data/ingest.py" in tracked
     assert [path for path in tracked if dockerignored(path)] == []
 
 
 # --- Kubernetes (KubeRay) --------------------------------------------------------------------------
+
 
 def test_k8s_manifests_are_kuberay_v1_resources():
     kinds = {path.name: (doc["apiVersion"], doc["kind"]) for path in K8S.glob("*.yaml") for doc in [load(path)]}
@@ -417,8 +462,13 @@ def test_gpu_workers_have_the_nccl_environment():
 
 def test_every_ray_pod_takes_its_credentials_from_the_secret():
     secret = load(K8S / "secret.example.yaml")
-    assert {"MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD",
-            "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} <= set(secret["stringData"])
+    assert {
+        "MLFLOW_TRACKING_URI",
+        "MLFLOW_TRACKING_USERNAME",
+        "MLFLOW_TRACKING_PASSWORD",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+    } <= set(secret["stringData"])
     filled = {k: v for k, v in secret["stringData"].items() if SECRET_NAME.search(k) and not re.fullmatch(r"<.+>", v)}
     assert filled == {}, "the example holds placeholders only"
     for name, spec in cluster_specs().items():
@@ -436,8 +486,11 @@ def test_every_ray_pod_sees_the_artifacts_at_the_same_absolute_paths():
         for pod in cluster_pods(spec):
             volumes = {v["name"]: v for v in pod["volumes"]}
             (container,) = pod["containers"]
-            shared = {(m["subPath"], m["mountPath"]) for m in container["volumeMounts"]
-                      if volumes[m["name"]].get("persistentVolumeClaim", {}).get("claimName") == claim}
+            shared = {
+                (m["subPath"], m["mountPath"])
+                for m in container["volumeMounts"]
+                if volumes[m["name"]].get("persistentVolumeClaim", {}).get("claimName") == claim
+            }
             assert shared == expected, name
 
 
@@ -446,8 +499,8 @@ def test_every_ray_pod_sees_the_artifacts_at_the_same_absolute_paths():
 STUBS = {
     "scontrol": "printf 'gpu01\\ngpu02\\ngpu03\\n'",
     "srun": 'printf "%s\\n" "$*" >> "$LOG/srun"\n'
-            'case "$*" in *"hostname --ip-address"*) echo "10.1.2.3 fe80::1" ;;\n'
-            '  *" ray start "*) env > "$(mktemp "$LOG/ray-start-env.XXXXXX")" ;; esac',
+    'case "$*" in *"hostname --ip-address"*) echo "10.1.2.3 fe80::1" ;;\n'
+    '  *" ray start "*) env > "$(mktemp "$LOG/ray-start-env.XXXXXX")" ;; esac',
     "ray": ":",  # ray status
     "dvc": 'printf "%s\\n" "$*" > "$LOG/dvc"\nenv > "$LOG/dvc.env"',
     # the poll for joined nodes answers "all there" unless told otherwise; anything else is real Python
@@ -462,10 +515,18 @@ def run_sbatch(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedPr
     for name, body in STUBS.items():
         (bin_dir / name).write_text(f"#!/usr/bin/env bash\n{body}\n")
         (bin_dir / name).chmod(0o755)
-    slurm = {"SLURM_SUBMIT_DIR": str(tmp_path), "SLURM_JOB_NODELIST": "gpu[01-03]", "SLURM_JOB_NUM_NODES": "3",
-             "SLURM_CPUS_PER_TASK": "8", "SLURM_GPUS_ON_NODE": "2"}
+    slurm = {
+        "SLURM_SUBMIT_DIR": str(tmp_path),
+        "SLURM_JOB_NODELIST": "gpu[01-03]",
+        "SLURM_JOB_NUM_NODES": "3",
+        "SLURM_CPUS_PER_TASK": "8",
+        "SLURM_GPUS_ON_NODE": "2",
+    }
     return subprocess.run(
-        ["bash", str(SBATCH), *args], capture_output=True, text=True, timeout=30,
+        ["bash", str(SBATCH), *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
         env={"PATH": os.environ["PATH"], "VENV": str(tmp_path / "venv"), "LOG": str(tmp_path), **slurm, **env},
     )
 
@@ -478,7 +539,7 @@ def test_sbatch_starts_ray_on_every_node_then_runs_the_stages_on_that_cluster(tm
     done = run_sbatch(tmp_path, "tune")
     assert done.returncode == 0, done.stderr
     starts = [shlex.split(line) for line in (tmp_path / "srun").read_text().splitlines() if " ray start " in line]
-    on = {argv[argv.index("-w") + 1]: argv[argv.index("start") + 1:] for argv in starts}
+    on = {argv[argv.index("-w") + 1]: argv[argv.index("start") + 1 :] for argv in starts}
     assert sorted(on) == ["gpu01", "gpu02", "gpu03"] and len(starts) == 3
     assert {"--head", "--node-ip-address=10.1.2.3", "--port=6379"} <= set(on["gpu01"])
     for node in ("gpu02", "gpu03"):
@@ -494,18 +555,21 @@ def test_sbatch_starts_ray_on_every_node_then_runs_the_stages_on_that_cluster(tm
 
 def ray_step_envs(tmp_path: Path) -> list[dict[str, str]]:
     """The environment of each srun step that started Ray (the srun stand-in writes them)."""
-    return [dict(line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
-            for path in tmp_path.glob("ray-start-env.*")]
+    return [
+        dict(line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
+        for path in tmp_path.glob("ray-start-env.*")
+    ]
 
 
 def test_sbatch_ray_steps_request_the_gpus_they_give_ray_and_carry_the_nccl_environment(tmp_path):
     done = run_sbatch(tmp_path / "default")
     assert done.returncode == 0, done.stderr
-    starts = [shlex.split(line) for line in (tmp_path / "default" / "srun").read_text().splitlines()
-              if " ray start " in line]
+    starts = [
+        shlex.split(line) for line in (tmp_path / "default" / "srun").read_text().splitlines() if " ray start " in line
+    ]
     assert len(starts) == 3
     for argv in starts:
-        srun_options = argv[:argv.index("ray")]
+        srun_options = argv[: argv.index("ray")]
         assert {"--gpus-per-node=2", "--gres=gpu:2"} & set(srun_options), f"the step requests no GPUs: {argv}"
         assert "--num-gpus=2" in argv
     envs = ray_step_envs(tmp_path / "default")
@@ -535,7 +599,9 @@ def test_sbatch_fails_without_running_stages_when_the_cluster_does_not_form(tmp_
 
 
 def test_sbatch_usage_names_real_stages():
-    usages = re.findall(r"^# +sbatch .*infra/slurm/pipeline\.sbatch(.*?)(?:#|$)", SBATCH.read_text(), flags=re.M)
+    usages = re.findall(
+        r"^# +sbatch .*infra/slurm/pipeline\.sbatch(.*?)(?:#|$)", SBATCH.read_text(), flags=re.MULTILINE
+    )
     assert len(usages) >= 2
     for targets in usages:
         assert_runs_pipeline(["dvc", "repro", *targets.split()])

@@ -19,8 +19,15 @@ from urllib.parse import urlsplit
 import requests
 
 Hook = Callable[[str, str, bytes], bool]
-_HOP_BY_HOP = {"host", "connection", "keep-alive", "transfer-encoding", "content-length", "content-encoding",
-               "accept-encoding"}
+_HOP_BY_HOP = {
+    "host",
+    "connection",
+    "keep-alive",
+    "transfer-encoding",
+    "content-length",
+    "content-encoding",
+    "accept-encoding",
+}
 
 
 class _Server(ThreadingHTTPServer):
@@ -38,8 +45,14 @@ class _Forward(BaseHTTPRequestHandler):
     def _forward(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
         headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP}
-        answer = requests.request(self.command, self.server.upstream + self.path, data=body, timeout=120,
-                                  headers={**headers, "Accept-Encoding": "identity"}, allow_redirects=False)
+        answer = requests.request(
+            self.command,
+            self.server.upstream + self.path,
+            data=body,
+            timeout=120,
+            headers={**headers, "Accept-Encoding": "identity"},
+            allow_redirects=False,
+        )
         if self.server.on_answered(self.command, urlsplit(self.path).path, body):
             self.close_connection = True
             return

@@ -48,8 +48,12 @@ def _run(cwd: Path, env: dict[str, str], *command: str) -> str:
 
 
 def _digests(root: Path, outputs: tuple[str, ...]) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for out in outputs for p in sorted((root / out).rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for out in outputs
+        for p in sorted((root / out).rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_pushed_data_artifacts_pull_back_identical_into_an_empty_cache(s3_store, tmp_path):
@@ -68,8 +72,13 @@ def test_pushed_data_artifacts_pull_back_identical_into_an_empty_cache(s3_store,
     _run(project, env, *DVC, "remote", "modify", "team", "endpointurl", s3_store.endpoint_url)
     _run(project, env, *DVC, "push", *DATA_STAGES)
 
-    pushed = [item["Key"] for page in s3_store.client().get_paginator("list_objects_v2").paginate(
-        Bucket=s3_store.bucket, Prefix=f"{REMOTE_PREFIX}/") for item in page.get("Contents", [])]
+    pushed = [
+        item["Key"]
+        for page in s3_store.client()
+        .get_paginator("list_objects_v2")
+        .paginate(Bucket=s3_store.bucket, Prefix=f"{REMOTE_PREFIX}/")
+        for item in page.get("Contents", [])
+    ]
     assert len(pushed) == len(before) + len(DATA_OUTPUTS)  # every file, and each output folder's listing
     shutil.rmtree(project / ".dvc" / "cache")
     shutil.rmtree(project / "data")

@@ -54,11 +54,14 @@ class _Driver:
         request = json.loads(body) if method == "POST" and path in (CREATE, ALIAS) else {}
         if path == ALIAS and request:
             tags = self.client.get_model_version(request["name"], request["version"]).tags
-            self.moves.append({
-                "alias": request["alias"], "version": request["version"],
-                "report_tag": json.loads(tags[REPORT_TAG]) if REPORT_TAG in tags else None,
-                "report_file": json.loads(self.report.read_text()) if self.report.exists() else None,
-            })
+            self.moves.append(
+                {
+                    "alias": request["alias"],
+                    "version": request["version"],
+                    "report_tag": json.loads(tags[REPORT_TAG]) if REPORT_TAG in tags else None,
+                    "report_file": json.loads(self.report.read_text()) if self.report.exists() else None,
+                }
+            )
         if self.child is None or self.kill_at is None or not self.kill_at(path, request):
             return False
         os.killpg(self.child.pid, signal.SIGKILL)
@@ -68,12 +71,31 @@ class _Driver:
     def run_killed(self, params_file: Path, work: Path, data: Path, kill_at) -> None:
         """Run promote in a child process and return once it was killed at ``kill_at(path, request)``."""
         self.kill_at = kill_at
-        command = [sys.executable, "-m", "pipeline", "--params", str(params_file), "promote",
-                   "--models", str(work / "models"), "--metrics", str(work / "metrics"), "--data", str(data),
-                   "--report", str(self.report)]
+        command = [
+            sys.executable,
+            "-m",
+            "pipeline",
+            "--params",
+            str(params_file),
+            "promote",
+            "--models",
+            str(work / "models"),
+            "--metrics",
+            str(work / "metrics"),
+            "--data",
+            str(data),
+            "--report",
+            str(self.report),
+        ]
         with open(work / "driver.log", "wb") as log:
-            self.child = subprocess.Popen(command, cwd=work, env={**os.environ, "PYTHONPATH": str(ROOT)},
-                                          stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            self.child = subprocess.Popen(
+                command,
+                cwd=work,
+                env={**os.environ, "PYTHONPATH": str(ROOT)},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
             returncode = self.child.wait(timeout=DRIVER_TIMEOUT_S)
         self.child = None
         assert returncode == -signal.SIGKILL, (work / "driver.log").read_text()[-3000:]
@@ -97,8 +119,9 @@ def history(team_server, tiny_data, tmp_path_factory):
         client = MlflowClient(team_server.url)
         driver = _Driver(client, tmp / "promotion.json")
         with proxy(team_server.url, driver.on_answered) as url:
-            params = registry_params(tmp, tracking={"uri": url, "experiment": EXPERIMENT},
-                                     registry={"model_name": MODEL})
+            params = registry_params(
+                tmp, tracking={"uri": url, "experiment": EXPERIMENT}, registry={"model_name": MODEL}
+            )
             params_file = tmp / "params.yaml"
             params_file.write_text(yaml.safe_dump(params.model_dump(mode="json")))
             labels = np.asarray(load_test(tiny_data).read(np.arange(len(load_test(tiny_data))))["label"])
@@ -108,13 +131,19 @@ def history(team_server, tiny_data, tmp_path_factory):
             states = {}
             driver.run_killed(params_file, tmp, tiny_data, lambda path, request: path == CREATE)
             states["registered"] = _state(client)
-            driver.run_killed(params_file, tmp, tiny_data,
-                              lambda path, request: path == ALIAS and request["alias"] == "champion")
+            driver.run_killed(
+                params_file, tmp, tiny_data, lambda path, request: path == ALIAS and request["alias"] == "champion"
+            )
             states["champion moved"] = _state(client)
             document = promote(params, tmp, tiny_data)
             states["rerun"] = _state(client)
-        yield {"states": states, "moves": driver.moves, "document": document, "report": tmp / "promotion.json",
-               "tags": client.get_model_version(MODEL, "2").tags}
+        yield {
+            "states": states,
+            "moves": driver.moves,
+            "document": document,
+            "report": tmp / "promotion.json",
+            "tags": client.get_model_version(MODEL, "2").tags,
+        }
 
 
 def test_a_driver_killed_after_registering_leaves_a_pending_version_no_alias_points_at(history):
@@ -125,9 +154,12 @@ def test_a_driver_killed_after_registering_leaves_a_pending_version_no_alias_poi
 def test_no_alias_ever_moves_to_a_version_before_its_report(history):
     moves = history["moves"]
     assert [(m["alias"], m["version"]) for m in moves] == [
-        ("challenger", "1"), ("champion", "1"),  # the first model
-        ("challenger", "2"), ("champion", "2"),  # the run killed at the champion move
-        ("challenger", "2"), ("champion", "2"),  # the rerun that finished it
+        ("challenger", "1"),
+        ("champion", "1"),  # the first model
+        ("challenger", "2"),
+        ("champion", "2"),  # the run killed at the champion move
+        ("challenger", "2"),
+        ("champion", "2"),  # the rerun that finished it
     ]
     for move in moves:
         report = move["report_tag"]
@@ -146,5 +178,8 @@ def test_the_rerun_finishes_the_killed_promotion_as_gated_against_the_previous_c
     state, document = history["states"]["rerun"], history["document"]
     assert document["decision"] == "promoted" and document["previous_champion"]["version"] == "1"
     assert json.loads(history["report"].read_text()) == document == json.loads(history["tags"][REPORT_TAG])
-    assert state == {"aliases": {"champion": "2", "challenger": "2"}, "running": 0, "versions": {
-        "1": {"state": "complete", "report": True}, "2": {"state": "complete", "report": True}}}
+    assert state == {
+        "aliases": {"champion": "2", "challenger": "2"},
+        "running": 0,
+        "versions": {"1": {"state": "complete", "report": True}, "2": {"state": "complete", "report": True}},
+    }

@@ -41,7 +41,7 @@ def _s3_prefix(artifact_location: str) -> str:
     """The bucket prefix of a proxied artifact location ``mlflow-artifacts:/<path>``."""
     scheme = "mlflow-artifacts:/"
     assert artifact_location.startswith(scheme), artifact_location
-    return ARTIFACTS_PREFIX + artifact_location[len(scheme):].strip("/") + "/"
+    return ARTIFACTS_PREFIX + artifact_location[len(scheme) :].strip("/") + "/"
 
 
 def _credentials(server) -> dict[str, str]:
@@ -51,11 +51,12 @@ def _credentials(server) -> dict[str, str]:
 @pytest.fixture
 def pipeline_on_team_stack(on_cluster, team_server, s3_store, tiny_data, tmp_path):
     """Run train → evaluate → promote with the team server's credentials in the environment."""
-    params = registry_params(tmp_path, **{
-        "train": {"epochs": EPOCHS},
-        "tracking": {"uri": team_server.url, "experiment": EXPERIMENT},
-        "ray": {"storage_path": str(tmp_path / "ray_results")},
-    })
+    params = registry_params(
+        tmp_path,
+        train={"epochs": EPOCHS},
+        tracking={"uri": team_server.url, "experiment": EXPERIMENT},
+        ray={"storage_path": str(tmp_path / "ray_results")},
+    )
     models, metrics, reports = tmp_path / "models", tmp_path / "metrics", tmp_path / "reports"
     with isolated_mlflow(**_credentials(team_server)):
         train_stage.run(params, "equal", tiny_data, models / "equal", metrics / "equal")
@@ -65,7 +66,8 @@ def pipeline_on_team_stack(on_cluster, team_server, s3_store, tiny_data, tmp_pat
 
 
 def test_runs_models_and_the_champion_reach_the_server_and_its_bucket_and_no_password_is_stored(
-        pipeline_on_team_stack, team_server, s3_store):
+    pipeline_on_team_stack, team_server, s3_store
+):
     client, decision = pipeline_on_team_stack["client"], pipeline_on_team_stack["decision"]
     experiment = client.get_experiment_by_name(EXPERIMENT)
     runs = client.search_runs([experiment.experiment_id])

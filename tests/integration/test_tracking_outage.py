@@ -75,20 +75,27 @@ def outage_params(server: stack.MlflowServer, experiment: str) -> Params:
     return tiny_params(
         model={"width": 8},
         train={"epochs": EPOCHS, "folds": [0], "early_stopping_patience": EPOCHS},
-        tracking={"uri": uri_with_password(server), "experiment": experiment, "system_metrics": False,
-                  "log_models": False, "outage_s": OUTAGE_S},
+        tracking={
+            "uri": uri_with_password(server),
+            "experiment": experiment,
+            "system_metrics": False,
+            "log_models": False,
+            "outage_s": OUTAGE_S,
+        },
     )
 
 
 def track_fold(params: Params, data: Path, outage: Outage) -> FoldResult:
     """Train fold 0 of balancer ``equal`` tracked as the train stage tracks a fold, the epochs going to
     ``outage`` with a pickled copy of the driver's logger (as Ray ships it to the rank-0 worker)."""
-    with stage_run(params, "train", "equal", data) as parent:
-        with child_run(parent, "equal", 0, outage_s=params.tracking.outage_s) as run_id:
-            logger = EpochLogger(params.tracking.uri, run_id)
-            outage.logger = pickle.loads(pickle.dumps(logger))
-            result = Trainer(params, build_tasks(params), "equal", load_fold(data, 0), fold=0).fit(on_epoch=outage)
-            logger.finish(result.history, params.tracking.outage_s)
+    with (
+        stage_run(params, "train", "equal", data) as parent,
+        child_run(parent, "equal", 0, outage_s=params.tracking.outage_s) as run_id,
+    ):
+        logger = EpochLogger(params.tracking.uri, run_id)
+        outage.logger = pickle.loads(pickle.dumps(logger))
+        result = Trainer(params, build_tasks(params), "equal", load_fold(data, 0), fold=0).fit(on_epoch=outage)
+        logger.finish(result.history, params.tracking.outage_s)
     return result
 
 

@@ -20,7 +20,9 @@ EXPECTED_CHANNELS = {"lesion": 1, "wound": 1, "tissue": 5, "diagnosis": 2}  # ti
 
 def params(model: str, tasks: list[dict], channels: int = 1) -> Params:
     workload = "wound" if TISSUE in tasks else "busi"  # tissue masks come with the wound layouts
-    return parse_params({"workload": workload, "model": {"name": model}, "tasks": tasks, "data": {"channels": channels}})
+    return parse_params(
+        {"workload": workload, "model": {"name": model}, "tasks": tasks, "data": {"channels": channels}}
+    )
 
 
 @pytest.mark.parametrize("model_name", ["ssc_resnet34", "attention_unet"])

@@ -18,7 +18,8 @@ def torchvision_state_dict() -> dict[str, torch.Tensor]:
     reference = SSCResNet34([Task("diagnosis", "classification", "label", 2)], in_channels=3)
     g = torch.Generator().manual_seed(0)
     state = {
-        key: torch.randint(0, 5, value.shape, generator=g) if key.endswith("num_batches_tracked")
+        key: torch.randint(0, 5, value.shape, generator=g)
+        if key.endswith("num_batches_tracked")
         else torch.randn(value.shape, generator=g)
         for key, value in reference.encoder.state_dict().items()
     }

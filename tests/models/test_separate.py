@@ -33,8 +33,9 @@ def test_an_stl_step_gives_each_network_the_gradient_of_its_own_task_alone():
     stl = build_model(params, WOUND, separate=True)
     batch = to_tensors(RandomRows(BATCH, image_size("unet")).read(range(BATCH)), torch.device("cpu"))
     alone = {t.name: copy.deepcopy(stl.networks[t.name]) for t in WOUND}
-    forward_backward(stl, build_balancer(STL, [t.name for t in WOUND], params), WOUND,
-                     [t.loss_fn() for t in WOUND], batch)
+    forward_backward(
+        stl, build_balancer(STL, [t.name for t in WOUND], params), WOUND, [t.loss_fn() for t in WOUND], batch
+    )
     for task in WOUND:
         network = alone[task.name]
         forward_backward(network, build_balancer("equal", [task.name], params), (task,), [task.loss_fn()], batch)

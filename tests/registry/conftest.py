@@ -24,12 +24,21 @@ MODEL_NAME = "tiny"
 
 def registry_params(root: Path, **overrides: Any) -> Params:
     """Tiny params, one candidate (balancer ``equal``, fold 0), MLflow in ``root/mlflow.db``, floors at 0."""
-    return tiny_params(**deep_merge({
-        "model": {"width": 8},
-        "train": {"balancers": ["equal"], "folds": [0]},
-        "tracking": {"uri": f"sqlite:///{root}/mlflow.db", "experiment": "registry-test", "system_metrics": False},
-        "registry": {"model_name": MODEL_NAME, "floors": {"lesion.dice": 0.0, "diagnosis.accuracy": 0.0}},
-    }, overrides))
+    return tiny_params(
+        **deep_merge(
+            {
+                "model": {"width": 8},
+                "train": {"balancers": ["equal"], "folds": [0]},
+                "tracking": {
+                    "uri": f"sqlite:///{root}/mlflow.db",
+                    "experiment": "registry-test",
+                    "system_metrics": False,
+                },
+                "registry": {"model_name": MODEL_NAME, "floors": {"lesion.dice": 0.0, "diagnosis.accuracy": 0.0}},
+            },
+            overrides,
+        )
+    )
 
 
 def seeded_model(params: Params, seed: int = 0) -> MultiTaskModel:
@@ -41,8 +50,10 @@ def constant_model(params: Params, lesion_logit: float, label: int) -> MultiTask
     """A model whose every pixel has logit ``lesion_logit`` and every image class ``label`` (logit 20 vs -20)."""
     model = seeded_model(params)
     with torch.no_grad():
-        for task, value in (("lesion", torch.tensor([lesion_logit])),
-                            ("diagnosis", torch.where(torch.arange(2) == label, 20.0, -20.0))):
+        for task, value in (
+            ("lesion", torch.tensor([lesion_logit])),
+            ("diagnosis", torch.where(torch.arange(2) == label, 20.0, -20.0)),
+        ):
             weight, bias = model.task_parameters(task)[-2:]  # the head's output layer
             weight.zero_()
             bias.copy_(value)
@@ -54,8 +65,9 @@ def write_checkpoints(work: Path, models: dict[int, MultiTaskModel], epoch: int 
     validation scores that decrease with the fold (fold 0 is the best)."""
     folds = {}
     for fold, model in models.items():
-        save_checkpoint(work / "models" / "equal" / f"fold_{fold}" / "best.pt",
-                        {"model": model.state_dict(), "epoch": epoch})
+        save_checkpoint(
+            work / "models" / "equal" / f"fold_{fold}" / "best.pt", {"model": model.state_dict(), "epoch": epoch}
+        )
         score = 0.5 - 0.1 * fold
         folds[f"fold_{fold}"] = {"val": {"lesion": {"dice": score}, "diagnosis": {"accuracy": score}}}
     (work / "metrics" / "equal").mkdir(parents=True, exist_ok=True)

@@ -35,13 +35,19 @@ def test_ensemble_probabilities_are_the_mean_of_its_members_probabilities(tmp_pa
     for task in tasks:
         mean = np.mean([np.stack(frame[task.name]) for frame in members], axis=0)
         got = np.stack(ensemble[task.name])
-        shape = {"binary_segmentation": (size, size), "multiclass_segmentation": (task.out_channels, size, size),
-                 "classification": (task.out_channels,)}[task.kind]
+        shape = {
+            "binary_segmentation": (size, size),
+            "multiclass_segmentation": (task.out_channels, size, size),
+            "classification": (task.out_channels,),
+        }[task.kind]
         assert got.shape == mean.shape == (4, *shape)
         np.testing.assert_allclose(got, mean, rtol=0, atol=2e-6)
         averaged_logits = torch.stack([x[task.name] for x in logits]).mean(dim=0)
-        probabilities = torch.sigmoid(averaged_logits[:, 0]) if task.kind == "binary_segmentation" else (
-            torch.softmax(averaged_logits, dim=1))
+        probabilities = (
+            torch.sigmoid(averaged_logits[:, 0])
+            if task.kind == "binary_segmentation"
+            else (torch.softmax(averaged_logits, dim=1))
+        )
         assert np.abs(probabilities.numpy() - mean).max() > 0.01  # not the probabilities of the mean logits
         if task.kind == "classification":
             names = [task.class_names[i] for i in mean.argmax(axis=1)]

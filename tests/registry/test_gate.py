@@ -22,7 +22,9 @@ def metrics(dice: float, accuracy: float) -> dict[str, float]:
 def test_primary_score_is_the_mean_of_the_listed_metrics():
     assert primary_score(metrics(0.9, 0.6), GATE.primary) == pytest.approx(0.75)
     assert flat_metrics({"lesion": {"dice": 0.9}, "diagnosis": {"accuracy": 0.6}}) == {
-        "lesion.dice": 0.9, "diagnosis.accuracy": 0.6}
+        "lesion.dice": 0.9,
+        "diagnosis.accuracy": 0.6,
+    }
 
 
 def test_a_better_candidate_is_promoted_with_its_reasons():

@@ -25,8 +25,15 @@ from pipeline.registry import predict
 from pipeline.registry.predictor import load_predictor
 from pipeline.runtime.device import to_tensors
 from tests.conftest import isolated_mlflow
-from tests.registry.conftest import MODEL_NAME, mean_probabilities, promote, registry_params, seeded_model
-from tests.registry.conftest import spread_model, write_checkpoints
+from tests.registry.conftest import (
+    MODEL_NAME,
+    mean_probabilities,
+    promote,
+    registry_params,
+    seeded_model,
+    spread_model,
+    write_checkpoints,
+)
 
 CHAMPION = f"models:/{MODEL_NAME}@champion"
 MODEL_ENSEMBLE = "tiny-ensemble"
@@ -57,8 +64,14 @@ def champion(tmp_path_factory, tiny_data):
         params_file.write_text(yaml.safe_dump(params.model_dump(mode="json")))
         by_id = {r.id: r.image for r in read_manifest(tiny_data / "ingested").records}
         files = [tiny_data / "ingested" / by_id[i] for i in test.ids]
-        yield {"params": params, "params_file": params_file, "model": model, "files": files, "tmp": tmp,
-               "predictor": load_predictor(CHAMPION)}
+        yield {
+            "params": params,
+            "params_file": params_file,
+            "model": model,
+            "files": files,
+            "tmp": tmp,
+            "predictor": load_predictor(CHAMPION),
+        }
 
 
 def test_champion_masks_equal_direct_evaluation_of_the_checkpoint(champion, tiny_data):
@@ -92,8 +105,12 @@ def ensemble(tmp_path_factory, tiny_data):
         write_checkpoints(tmp / "work", dict(enumerate(members)))
         assert promote(params, tmp / "work", tiny_data)["candidate"]["package"] == "ensemble"
         by_id = {r.id: r.image for r in read_manifest(tiny_data / "ingested").records}
-        yield {"params": params, "members": members, "images": images,
-               "files": [tiny_data / "ingested" / by_id[i] for i in test.ids]}
+        yield {
+            "params": params,
+            "members": members,
+            "images": images,
+            "files": [tiny_data / "ingested" / by_id[i] for i in test.ids],
+        }
 
 
 def test_ensemble_champion_predicts_the_mean_of_its_fold_checkpoints_evaluated_directly(ensemble, tiny_data, tmp_path):
@@ -110,12 +127,14 @@ def test_ensemble_champion_predicts_the_mean_of_its_fold_checkpoints_evaluated_d
     np.testing.assert_array_equal(np.stack([p.masks["lesion"] for p in predictions]), expected_masks)
     names = [load_test(tiny_data).classes[i] for i in mean["diagnosis"].argmax(axis=1)]
     assert [p.classes["diagnosis"][0] for p in predictions] == names
-    np.testing.assert_allclose([p.classes["diagnosis"][1] for p in predictions], mean["diagnosis"].max(axis=1),
-                               rtol=0, atol=1e-6)
+    np.testing.assert_allclose(
+        [p.classes["diagnosis"][1] for p in predictions], mean["diagnosis"].max(axis=1), rtol=0, atol=1e-6
+    )
     records = predict.run(ensemble["params"], ensemble["files"], tmp_path / "out")  # the champion, as users call it
     assert [r["diagnosis_class"] for r in records] == names
-    np.testing.assert_allclose([r["diagnosis_probability"] for r in records], mean["diagnosis"].max(axis=1),
-                               rtol=0, atol=1e-5)  # one image at a time: float32 convolutions round differently
+    np.testing.assert_allclose(
+        [r["diagnosis_probability"] for r in records], mean["diagnosis"].max(axis=1), rtol=0, atol=1e-5
+    )  # one image at a time: float32 convolutions round differently
 
 
 @pytest.mark.slow  # a fresh interpreter imports MLflow and torch: about 20 s on 2 busy cores
@@ -128,8 +147,12 @@ def test_mlflow_serves_the_champion_in_a_process_without_this_checkout(champion,
         "                  'probabilities': list(frame['diagnosis'][0].shape), 'class': frame['diagnosis_class'][0],\n"
         "                  'package': sys.modules['pipeline'].__file__}))\n"
     )
-    env = {**os.environ, "MLFLOW_TRACKING_URI": champion["params"].tracking.uri, "PYTHONPATH": "",
-           "MLFLOW_DISABLE_TELEMETRY": "true"}
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": champion["params"].tracking.uri,
+        "PYTHONPATH": "",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+    }
     done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout.splitlines()[-1])
@@ -191,9 +214,12 @@ def test_bad_files_are_reported_and_the_rest_still_predicted(champion, tmp_path,
     assert [r["file"] for r in records] == [str(p) for p in inputs]
     status = {r["file"]: (r["status"], r["error"]) for r in records}
     assert status[str(good[0])] == status[str(good[1])] == ("ok", None)
-    for path, reason in ((garbage, "unreadable or corrupt image"),
-                         (transparent, "transparent pixels"), (jpeg, "expected a PNG image, got JPEG"),
-                         (tmp_path / "missing.png", "no such file")):
+    for path, reason in (
+        (garbage, "unreadable or corrupt image"),
+        (transparent, "transparent pixels"),
+        (jpeg, "expected a PNG image, got JPEG"),
+        (tmp_path / "missing.png", "no such file"),
+    ):
         state, error = status[str(path)]
         assert state == "error" and error.startswith(str(path)) and reason in error, error
         assert f"error: {error}" in err
@@ -203,14 +229,20 @@ def test_bad_files_are_reported_and_the_rest_still_predicted(champion, tmp_path,
     with open(tmp_path / "out" / "predictions.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert [(r["status"], r["lesion_area_px"] == "") for r in rows] == [
-        ("ok", False), *[("error", True)] * 4, ("ok", False)]
+        ("ok", False),
+        *[("error", True)] * 4,
+        ("ok", False),
+    ]
 
 
 @pytest.mark.parametrize(
     ("uri", "message"),
     [
         ("models:/nope@champion", rf"no registered model 'nope' in sqlite:///.* \(registered: \['{MODEL_NAME}'\]\)"),
-        (f"models:/{MODEL_NAME}@gold", rf"'{MODEL_NAME}' has no alias 'gold' \(aliases: \['challenger', 'champion'\]\)"),
+        (
+            f"models:/{MODEL_NAME}@gold",
+            rf"'{MODEL_NAME}' has no alias 'gold' \(aliases: \['challenger', 'champion'\]\)",
+        ),
         (f"models:/{MODEL_NAME}/9", "cannot load it"),
     ],
 )
@@ -218,8 +250,16 @@ def test_missing_model_fails_before_any_image_is_read(champion, tmp_path, capsys
     with pytest.raises(PipelineError, match=message):
         predict.run(champion["params"], champion["files"][:1], tmp_path / "out", model_uri=uri)
     assert not (tmp_path / "out").exists()
-    args = ["--params", str(champion["params_file"]), "predict", str(champion["files"][0]), "--model-uri", uri,
-            "--out", str(tmp_path / "out")]
+    args = [
+        "--params",
+        str(champion["params_file"]),
+        "predict",
+        str(champion["files"][0]),
+        "--model-uri",
+        uri,
+        "--out",
+        str(tmp_path / "out"),
+    ]
     assert main(args) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: model ") and err.count("\n") == 1

@@ -20,13 +20,20 @@ from mlflow.tracking import MlflowClient
 
 from pipeline.data.folds import load_test
 from pipeline.registry.gate import flat_metrics
-from pipeline.tasks import build_tasks
-from pipeline.tracking import child_run, stage_run
 from pipeline.runtime.device import to_tensors
 from pipeline.runtime.inference import evaluate
+from pipeline.tasks import build_tasks
+from pipeline.tracking import child_run, stage_run
 from tests.conftest import build_data, isolated_mlflow, tiny_params
-from tests.registry.conftest import MODEL_NAME, constant_model, mean_probabilities, promote, registry_params
-from tests.registry.conftest import spread_model, write_checkpoints
+from tests.registry.conftest import (
+    MODEL_NAME,
+    constant_model,
+    mean_probabilities,
+    promote,
+    registry_params,
+    spread_model,
+    write_checkpoints,
+)
 
 
 def _state(client: MlflowClient) -> dict:
@@ -52,9 +59,11 @@ def history(tmp_path_factory, tiny_data):
         labels = np.asarray(load_test(tiny_data).read(np.arange(len(load_test(tiny_data))))["label"])
         majority = int(np.bincount(labels, minlength=2).argmax())
         good, bad = constant_model(params, 20.0, majority), constant_model(params, -20.0, 1 - majority)
-        with stage_run(params, "train", "equal", tiny_data) as parent:
-            with child_run(parent, "equal", 0, outage_s=params.tracking.outage_s) as train_run:
-                pass
+        with (
+            stage_run(params, "train", "equal", tiny_data) as parent,
+            child_run(parent, "equal", 0, outage_s=params.tracking.outage_s) as train_run,
+        ):
+            pass
         client = MlflowClient()
         steps = {}
         for step, work, data, model, epoch in (
@@ -65,10 +74,21 @@ def history(tmp_path_factory, tiny_data):
             ("worse", "d", tiny_data, bad, 1),
         ):
             document = promote(params, tmp / work, data, model, epoch)
-            steps[step] = {"document": document, "report": (tmp / work / "promotion.json").read_bytes(),
-                           "state": _state(client), "work": tmp / work}
-        yield {"steps": steps, "params": params, "client": client, "good": good, "bad": bad,
-               "data": tiny_data, "train_run": train_run}
+            steps[step] = {
+                "document": document,
+                "report": (tmp / work / "promotion.json").read_bytes(),
+                "state": _state(client),
+                "work": tmp / work,
+            }
+        yield {
+            "steps": steps,
+            "params": params,
+            "client": client,
+            "good": good,
+            "bad": bad,
+            "data": tiny_data,
+            "train_run": train_run,
+        }
 
 
 def test_first_model_is_promoted_when_there_is_no_champion_and_floors_pass(history):
@@ -84,8 +104,13 @@ def test_better_model_takes_champion_against_the_champion_rescored_on_the_same_s
     assert document["decision"] == "promoted" and document["champion"] == "2"
     assert step["state"]["aliases"] == {"champion": 2, "challenger": 2}
     rescored = _test_metrics(params, history["bad"], history["data"])
-    assert document["previous_champion"] == {"version": "1", "package": "ensemble", "folds": [0], "test": rescored,
-                                             "test_score": pytest.approx(np.mean(list(rescored.values())))}
+    assert document["previous_champion"] == {
+        "version": "1",
+        "package": "ensemble",
+        "folds": [0],
+        "test": rescored,
+        "test_score": pytest.approx(np.mean(list(rescored.values()))),
+    }
     # version 1 was promoted on another split, where the same model scores differently
     assert history["steps"]["first"]["document"]["candidate"]["test"] != rescored
     assert document["candidate"]["test"] == _test_metrics(params, history["good"], history["data"])
@@ -111,8 +136,10 @@ def test_worse_model_is_refused_and_champion_stays(history):
     worse = history["steps"]["worse"]
     assert worse["document"]["decision"] == "refused"
     assert worse["state"]["aliases"] == {"champion": 2, "challenger": 4}
-    assert mlflow.pyfunc.load_model(f"models:/{MODEL_NAME}@champion").metadata.run_id == (
-        history["steps"]["better"]["document"]["promote_run_id"])
+    assert (
+        mlflow.pyfunc.load_model(f"models:/{MODEL_NAME}@champion").metadata.run_id
+        == (history["steps"]["better"]["document"]["promote_run_id"])
+    )
 
 
 def test_version_records_its_checkpoint_training_run_and_decision(history):
@@ -139,8 +166,10 @@ def _direct_scores(models, test, images) -> dict[str, float]:
     truth, predicted = arrays["mask"] > 0, mean["lesion"] > 0.5
     tp, fp, fn = ((a & b).sum(axis=(1, 2)) for a, b in ((predicted, truth), (predicted, ~truth), (~predicted, truth)))
     dice = np.where(tp + fp + fn == 0, 1.0, 2 * tp / np.maximum(2 * tp + fp + fn, 1))
-    return {"lesion.dice": float(dice.mean()),
-            "diagnosis.accuracy": float((mean["diagnosis"].argmax(axis=1) == arrays["label"]).mean())}
+    return {
+        "lesion.dice": float(dice.mean()),
+        "diagnosis.accuracy": float((mean["diagnosis"].argmax(axis=1) == arrays["label"]).mean()),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -163,11 +192,16 @@ def packages(tmp_path_factory, tiny_data):
         downloaded = mlflow.artifacts.download_artifacts("models:/fold-first/2", dst_path=str(tmp / "download"))
     mean = mean_probabilities(members, images)
     assert np.abs(mean["lesion"] - 0.5).min() > 1e-5 and np.abs(mean["diagnosis"] - 0.5).min() > 1e-3  # no ties
-    yield {"documents": documents, "work": tmp / "work", "downloaded": Path(downloaded), "scores": {
-        "fold 0": _direct_scores(members[:1], test, images),
-        "fold 1": _direct_scores(members[1:], test, images),
-        "ensemble": _direct_scores(members, test, images),
-    }}
+    yield {
+        "documents": documents,
+        "work": tmp / "work",
+        "downloaded": Path(downloaded),
+        "scores": {
+            "fold 0": _direct_scores(members[:1], test, images),
+            "fold 1": _direct_scores(members[1:], test, images),
+            "ensemble": _direct_scores(members, test, images),
+        },
+    }
 
 
 def test_an_ensemble_is_gated_by_its_mean_probabilities_against_a_fold_champion_scored_as_a_fold_model(packages):
@@ -206,4 +240,3 @@ def test_the_registered_ensemble_holds_every_fold_checkpoint(packages):
     assert candidate["checkpoints"] == [str(path) for path in files] and candidate["checkpoints_sha256"] == digests
     stored = (packages["downloaded"] / "artifacts").rglob("*.pt")
     assert sorted(hashlib.sha256(path.read_bytes()).hexdigest() for path in stored) == sorted(digests)
-

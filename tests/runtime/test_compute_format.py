@@ -7,8 +7,8 @@ import yaml
 from pipeline.config import deep_merge, parse_params
 from pipeline.data.folds import load_fold
 from pipeline.errors import ConfigError
-from pipeline.tasks import build_tasks
 from pipeline.runtime.compute_format import ComputeFormat
+from pipeline.tasks import build_tasks
 from pipeline.train.loop import Trainer
 from tests.conftest import TINY, tiny_params
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import datetime
+import itertools
 import json
 import shutil
 from pathlib import Path
@@ -76,9 +77,11 @@ def test_masks_give_their_pixel_counts_and_consistent_changes(series, tmp_path):
             assert float(row[f"fraction_{name}"]) == visit[f"fraction_{name}"] == int((mask == k).sum()) / area
     visits = document["visits"]
     assert visits[0]["days_since_previous"] is None and visits[0]["area_change_px"] is None
-    for before, now in zip(visits, visits[1:]):
-        assert now["days_since_previous"] == (datetime.date.fromisoformat(now["date"])
-                                              - datetime.date.fromisoformat(before["date"])).days
+    for before, now in itertools.pairwise(visits):
+        assert (
+            now["days_since_previous"]
+            == (datetime.date.fromisoformat(now["date"]) - datetime.date.fromisoformat(before["date"])).days
+        )
         assert now["area_change_px"] == now["wound_area_px"] - before["wound_area_px"] < 0  # the wound heals
         assert now["area_change_relative"] == pytest.approx(now["area_change_px"] / before["wound_area_px"])
         for name in names:
@@ -87,8 +90,9 @@ def test_masks_give_their_pixel_counts_and_consistent_changes(series, tmp_path):
     with Image.open(tmp_path / "track.png") as figure:
         assert figure.format == "PNG" and figure.width > 300
 
-    doubled = command.run(series["params"], series["folder"], tmp_path / "doubled", masks=masks,
-                          pixel_spacing_mm=2 * SPACING_MM)
+    doubled = command.run(
+        series["params"], series["folder"], tmp_path / "doubled", masks=masks, pixel_spacing_mm=2 * SPACING_MM
+    )
     unknown = command.run(series["params"], series["folder"], tmp_path / "none", masks=masks)
     for row, twice, plain in zip(visits, doubled, unknown, strict=True):
         assert twice["wound_area_cm2"] == pytest.approx(4 * row["wound_area_cm2"])  # area scales with spacing²
@@ -108,15 +112,24 @@ def test_csv_series_gives_the_folders_measurements_in_date_order(series, tmp_pat
     from_folder = command.run(series["params"], folder, tmp_path / "b", masks=folder / "masks")
     assert [r["date"] for r in from_csv] == [d.isoformat() for d in DAYS]
     assert [{k: v for k, v in r.items() if k != "path"} for r in from_csv] == [
-        {k: v for k, v in r.items() if k != "path"} for r in from_folder]
+        {k: v for k, v in r.items() if k != "path"} for r in from_folder
+    ]
     assert [Path(r["path"]).name for r in from_csv] == [p.name for p in images]
 
 
-@pytest.mark.parametrize(("name", "day"), [
-    ("wound_2026-03-01.png", (2026, 3, 1)), ("visit-20260301.png", (2026, 3, 1)),
-    ("2026_12_31 left heel.png", (2026, 12, 31)), ("p7_20250229x.png", None), ("wound_2026-13-40.png", None),
-    ("wound.png", None), ("id12345678901.png", None), ("from_2026-03-01_to_2026-03-08.png", None),
-])
+@pytest.mark.parametrize(
+    ("name", "day"),
+    [
+        ("wound_2026-03-01.png", (2026, 3, 1)),
+        ("visit-20260301.png", (2026, 3, 1)),
+        ("2026_12_31 left heel.png", (2026, 12, 31)),
+        ("p7_20250229x.png", None),
+        ("wound_2026-13-40.png", None),
+        ("wound.png", None),
+        ("id12345678901.png", None),
+        ("from_2026-03-01_to_2026-03-08.png", None),
+    ],
+)
 def test_dates_in_file_names(name, day):
     if day is not None:
         assert date_in_name(Path(name)) == datetime.date(*day)
@@ -132,20 +145,36 @@ def _files(folder: Path, *names: str) -> Path:
     return folder
 
 
-@pytest.mark.parametrize(("files", "listing", "message"), [
-    (["wound_2026-03-01.png", "wound_2026-13-40.png"], None,
-     r"wound_2026-13-40\.png: '2026-13-40' .* not a valid date"),
-    (["wound_2026-03-01.png", "photo.png"], None, r"photo\.png: no date in the file name"),
-    (["a_2026-03-01.png", "b_20260301.png"], None, r"b_20260301\.png: same date 2026-03-01 as .*a_2026-03-01\.png"),
-    (["a.png", "b.png"], "path,date\na.png,2026-03-01\nb.png,01/03/2026\n",
-     r"visits\.csv line 3: date '01/03/2026' is not a valid ISO date; expected YYYY-MM-DD"),
-    (["a.png", "b.png"], "path,date\na.png,2026-03-01\nb.png,2026-03-01\n",
-     r"visits\.csv line 3: same date 2026-03-01 as .*visits\.csv line 2"),
-    (["a.png"], "path,date\na.png,2026-03-01\ngone.png,2026-03-08\n", r"visits\.csv line 3: .*gone\.png: no such file"),
-    (["a.png"], "file,day\na.png,2026-03-01\n", r"visits\.csv: header \['file', 'day'\] lacks \['path', 'date'\]"),
-    ([], None, r"series: no images"),
-    ([], "path,date\n", r"visits\.csv: no images"),
-])
+@pytest.mark.parametrize(
+    ("files", "listing", "message"),
+    [
+        (
+            ["wound_2026-03-01.png", "wound_2026-13-40.png"],
+            None,
+            r"wound_2026-13-40\.png: '2026-13-40' .* not a valid date",
+        ),
+        (["wound_2026-03-01.png", "photo.png"], None, r"photo\.png: no date in the file name"),
+        (["a_2026-03-01.png", "b_20260301.png"], None, r"b_20260301\.png: same date 2026-03-01 as .*a_2026-03-01\.png"),
+        (
+            ["a.png", "b.png"],
+            "path,date\na.png,2026-03-01\nb.png,01/03/2026\n",
+            r"visits\.csv line 3: date '01/03/2026' is not a valid ISO date; expected YYYY-MM-DD",
+        ),
+        (
+            ["a.png", "b.png"],
+            "path,date\na.png,2026-03-01\nb.png,2026-03-01\n",
+            r"visits\.csv line 3: same date 2026-03-01 as .*visits\.csv line 2",
+        ),
+        (
+            ["a.png"],
+            "path,date\na.png,2026-03-01\ngone.png,2026-03-08\n",
+            r"visits\.csv line 3: .*gone\.png: no such file",
+        ),
+        (["a.png"], "file,day\na.png,2026-03-01\n", r"visits\.csv: header \['file', 'day'\] lacks \['path', 'date'\]"),
+        ([], None, r"series: no images"),
+        ([], "path,date\n", r"visits\.csv: no images"),
+    ],
+)
 def test_bad_series_are_refused_naming_the_file_or_line(tmp_path, files, listing, message):
     source = _files(tmp_path / "series", *files)
     if listing is not None:
@@ -170,11 +199,14 @@ _DAMAGE = {
 }
 
 
-@pytest.mark.parametrize(("damage", "message"), [
-    ("missing", r"masks/wound_2026-03-15\.png: no such file; expected the index mask of .*series/wound_2026-03-15"),
-    ("value", r"masks/wound_2026-03-15\.png: .*\[9\]"),
-    ("size", r"masks/wound_2026-03-15\.png: \(32, 32\) px \(H, W\), but its photo .* is \(64, 64\)"),
-])
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        ("missing", r"masks/wound_2026-03-15\.png: no such file; expected the index mask of .*series/wound_2026-03-15"),
+        ("value", r"masks/wound_2026-03-15\.png: .*\[9\]"),
+        ("size", r"masks/wound_2026-03-15\.png: \(32, 32\) px \(H, W\), but its photo .* is \(64, 64\)"),
+    ],
+)
 def test_bad_masks_are_refused_naming_the_mask(series, tmp_path, damage, message):
     masks = shutil.copytree(series["folder"] / "masks", tmp_path / "masks")
     _DAMAGE[damage](masks / "wound_2026-03-15.png")

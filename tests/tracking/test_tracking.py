@@ -54,8 +54,12 @@ def history(dwa_like: bool) -> list[dict]:
     records = []
     for epoch in range(EPOCHS):
         record = {
-            "epoch": epoch, "fold": 0, "lr": 1e-3, "temperature": 2.0 - 0.5 * epoch if dwa_like else None,
-            "val_loss_mean": 1.0 / (epoch + 1), "best": True,
+            "epoch": epoch,
+            "fold": 0,
+            "lr": 1e-3,
+            "temperature": 2.0 - 0.5 * epoch if dwa_like else None,
+            "val_loss_mean": 1.0 / (epoch + 1),
+            "best": True,
         }
         for i, task in enumerate(TASKS):
             record |= {
@@ -76,14 +80,22 @@ def stage(tmp_path_factory):
         params = tiny_params(
             data={"source": f"s3://bucket/busi?token={SECRET}"},
             model={"width": 8},
-            tracking={"uri": f"sqlite:///{tmp}/store/mlflow.db", "experiment": "tracking-test",
-                      "system_metrics": False},
+            tracking={
+                "uri": f"sqlite:///{tmp}/store/mlflow.db",
+                "experiment": "tracking-test",
+                "system_metrics": False,
+            },
         )
         model = build_model(params, build_tasks(params)).eval()
         example = torch.randn(1, params.data.channels, params.data.image_size, params.data.image_size)
         records = history(dwa_like=True)
-        result = FoldResult(records, best_epoch=2, best_val_loss=0.3, val_metrics={t: {"dice": 0.7} for t in TASKS},
-                            efficiency={"peak_memory_mib": 12.5, "step_time_median_ms": 3.0})
+        result = FoldResult(
+            records,
+            best_epoch=2,
+            best_val_loss=0.3,
+            val_metrics={t: {"dice": 0.7} for t in TASKS},
+            efficiency={"peak_memory_mib": 12.5, "step_time_median_ms": 3.0},
+        )
         test_metrics = {t: {"dice": 0.6} for t in TASKS}
         with stage_run(params, "train", "dwa", fake_data_root(tmp / "data")) as parent:
             with child_run(parent, "dwa", 0, outage_s=OUTAGE_S) as child:
@@ -93,8 +105,16 @@ def stage(tmp_path_factory):
                 log_fold_result(child, result, model, example, test_metrics, outage_s=OUTAGE_S, log_model=True)
             with child_run(parent, "dwa", 1, outage_s=OUTAGE_S) as other:
                 log_fold_result(other, result, model, example, test_metrics, outage_s=OUTAGE_S, log_model=False)
-        yield {"client": MlflowClient(), "params": params, "parent": parent.info.run_id, "child": child,
-               "other": other, "model": model, "example": example, "tmp": tmp}
+        yield {
+            "client": MlflowClient(),
+            "params": params,
+            "parent": parent.info.run_id,
+            "child": child,
+            "other": other,
+            "model": model,
+            "example": example,
+            "tmp": tmp,
+        }
 
 
 def test_parent_and_children_are_findable_and_named_by_balancer_fold_and_data(stage):
@@ -125,8 +145,14 @@ def test_runs_carry_params_and_lineage(stage):
         assert data.params["model.width"] == "8"
         assert data.tags["seed"] == "7"
         assert data.tags["data_hash_source"] == "manifest"
-        assert set(data.tags) >= {"git_commit", "git_dirty", "params_hash", "data_hash/split",
-                                  "data_hash/preprocessed", "data_hash/augmented"}
+        assert set(data.tags) >= {
+            "git_commit",
+            "git_dirty",
+            "params_hash",
+            "data_hash/split",
+            "data_hash/preprocessed",
+            "data_hash/augmented",
+        }
         assert len(data.tags["params_hash"]) == 64
 
 
@@ -146,7 +172,8 @@ def test_per_epoch_and_summary_metrics(stage):
 def test_artifacts_and_model_round_trip(stage):
     client = stage["client"]
     names = {a.path for a in client.list_artifacts(stage["child"])} | {
-        a.path for a in client.list_artifacts(stage["child"], "plots")}
+        a.path for a in client.list_artifacts(stage["child"], "plots")
+    }
     assert {"history.csv", "plots/task_weights.png", "plots/val_loss.png"} <= names
     loaded = mlflow.pytorch.load_model(f"runs:/{stage['child']}/model")
     batch = torch.cat([stage["example"], torch.randn_like(stage["example"]).repeat(2, 1, 1, 1)])
@@ -238,7 +265,7 @@ def test_unreachable_server_fails_fast_naming_the_uri():
 
 
 class _Unauthorized(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):  # noqa: N802 (http.server's naming)
+    def do_GET(self):
         self.send_response(401)
         self.send_header("WWW-Authenticate", 'Basic realm="mlflow"')
         self.end_headers()

@@ -12,10 +12,14 @@ from tests.conftest import tiny_params
 
 def test_labels_beyond_a_classification_head_are_rejected_before_training(tiny_data):
     params = tiny_params()
-    one_output = tuple(Task(t.name, t.kind, t.target, 1) if t.kind == "classification" else t
-                       for t in build_tasks(params))
-    with pytest.raises(DataError, match=r"fold 0 train data: task 'diagnosis' \(classification\) "
-                                        r"needs label values in 0\.\.0, found \[1\]"):
+    one_output = tuple(
+        Task(t.name, t.kind, t.target, 1) if t.kind == "classification" else t for t in build_tasks(params)
+    )
+    with pytest.raises(
+        DataError,
+        match=r"fold 0 train data: task 'diagnosis' \(classification\) "
+        r"needs label values in 0\.\.0, found \[1\]",
+    ):
         Trainer(params, one_output, "equal", load_fold(tiny_data, 0), fold=0)
 
 

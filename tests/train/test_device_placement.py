@@ -13,8 +13,8 @@ import torch
 
 from pipeline.balancers import BALANCER_CLASSES
 from pipeline.data.folds import load_fold
-from pipeline.tasks import build_tasks
 from pipeline.runtime.device import to_tensors
+from pipeline.tasks import build_tasks
 from pipeline.train.loop import Trainer, epoch_batches, forward_backward
 from tests.conftest import tiny_params
 
@@ -37,8 +37,9 @@ def test_a_trainer_keeps_every_optimised_tensor_on_its_device_and_reads_nothing_
 
     rows = epoch_batches(len(trainer.data.train), 4, params.seed, 0, 0)[0]
     batch = to_tensors(trainer.data.train.read(rows), META)
-    losses = forward_backward(trainer.model, trainer.balancer, trainer.tasks, trainer.loss_fns, batch,
-                              compute=trainer.compute)
+    losses = forward_backward(
+        trainer.model, trainer.balancer, trainer.tasks, trainer.loss_fns, batch, compute=trainer.compute
+    )
     assert losses.device == META
     assert all(p.grad is not None and p.grad.device == META for p in optimised)
     trainer.compute.step(trainer.optimizer)  # Adam's update runs on the device too

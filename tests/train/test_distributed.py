@@ -31,11 +31,14 @@ pytestmark = pytest.mark.slow
 
 SMALL = {"model": {"width": 8}, "train": {"epochs": 3}}
 # Enough images that a global batch of 16 gives several optimiser steps per epoch.
-DDP = deep_merge(SMALL, {
-    "data": {"synthetic": {"n_benign": 20, "n_malignant": 12}},
-    "augment": {"copies_per_image": 3},
-    "train": {"epochs": 2, "batch_size": 16},
-})
+DDP = deep_merge(
+    SMALL,
+    {
+        "data": {"synthetic": {"n_benign": 20, "n_malignant": 12}},
+        "augment": {"copies_per_image": 3},
+        "train": {"epochs": 2, "batch_size": 16},
+    },
+)
 
 
 def small_params(base: dict[str, Any] = SMALL, **overrides):
@@ -56,7 +59,6 @@ class EpochLog:
         return [int(line) for line in Path(self.path).read_text().split()] if Path(self.path).exists() else []
 
 
-
 # ---------------------------------------------------------------- equivalence
 def _final_state(trainer: Trainer) -> dict[str, Any]:
     return {
@@ -72,8 +74,14 @@ def train_every_balancer(config: dict[str, Any]) -> None:
     data = load_fold(Path(config["data_root"]), 0)
     for balancer in BALANCERS:
         trainer = Trainer(
-            params, build_tasks(params), balancer, data, 0,
-            comm=TorchComm(), device=torch.device("cpu"), check_rank_consistency=True,
+            params,
+            build_tasks(params),
+            balancer,
+            data,
+            0,
+            comm=TorchComm(),
+            device=torch.device("cpu"),
+            check_rank_consistency=True,
         )
         trainer.fit()
         if trainer.comm.rank == 0:
@@ -116,8 +124,10 @@ def test_fp16_ranks_skip_overflowing_steps_together(on_cluster, tiny_data, tmp_p
     # GradNorm differentiates each task's loss times the loss scale, so its half-precision per-task backward
     # passes are scaled like the rest. Gradients are all-reduced before they are unscaled, so an overflow on
     # one rank makes every rank skip the step and back off.
-    params = small_params(train={"amp": "fp16", "epochs": 2, "batch_size": 4},
-                          ray={"num_workers": 2, "storage_path": str(tmp_path / "ray_results")})
+    params = small_params(
+        train={"amp": "fp16", "epochs": 2, "batch_size": 4},
+        ray={"num_workers": 2, "storage_path": str(tmp_path / "ray_results")},
+    )
     result = run_fold(params, "gradnorm", 0, tiny_data, tmp_path / "out", "fp16-ranks", check_rank_consistency=True)
     assert len(result.history) == 2  # check_rank_consistency would have failed the job on diverged ranks
     scale = torch.load(tmp_path / "out" / LAST, weights_only=True)["compute"]["scale"]
@@ -132,8 +142,7 @@ def test_killed_workers_restart_and_a_rerun_driver_resumes_exactly(on_cluster, t
     params = small_params(ray={"max_failures": 1, "storage_path": str(tmp_path / "ray_results")})
     log = EpochLog(str(tmp_path / "epochs.log"))
     faults = [
-        {"epoch": epoch, "step": 0, "rank": 0, "marker": str(tmp_path / f"killed_in_epoch_{epoch}")}
-        for epoch in (1, 2)
+        {"epoch": epoch, "step": 0, "rank": 0, "marker": str(tmp_path / f"killed_in_epoch_{epoch}")} for epoch in (1, 2)
     ]
     out = tmp_path / "out"
 
@@ -172,7 +181,9 @@ def test_an_unreachable_cluster_fails_within_seconds(monkeypatch):
 def test_more_workers_than_cluster_cpus_is_a_config_error(on_cluster, tiny_data, tmp_path):
     params = small_params(ray={"num_workers": on_cluster.num_cpus + 1})
     started = time.monotonic()
-    with pytest.raises(ConfigError, match=rf"ray.num_workers = {on_cluster.num_cpus + 1} .* cluster has {on_cluster.num_cpus};"):
+    with pytest.raises(
+        ConfigError, match=rf"ray.num_workers = {on_cluster.num_cpus + 1} .* cluster has {on_cluster.num_cpus};"
+    ):
         run_fold(params, "equal", 0, tiny_data, tmp_path, "too_wide")
     assert time.monotonic() - started < 30  # an error, not a wait for resources that never come
 

@@ -6,10 +6,10 @@ import numpy as np
 import torch
 
 from pipeline.data.folds import ArraySet
+from pipeline.runtime.inference import evaluate
 from pipeline.tasks import Task
 from pipeline.train.distributed import TorchComm
 from pipeline.train.grad_sync import GradientReducer
-from pipeline.runtime.inference import evaluate
 from tests.train.gloo_ranks import run_ranks
 
 SEG = Task("lesion", "binary_segmentation", "mask", 1)

@@ -11,8 +11,16 @@ from pipeline.tune.statistics import across_folds, fold_figures
 
 
 def row(gamma, dice_mean, dice_std, loss_mean, folds_done=5):
-    return {"gamma": gamma, "t0": 2.0, "window": 3, "folds_done": folds_done,
-            "lesion.dice_mean": dice_mean, "lesion.dice_std": dice_std, "val_loss_mean": loss_mean, "val_loss_std": 0.1}
+    return {
+        "gamma": gamma,
+        "t0": 2.0,
+        "window": 3,
+        "folds_done": folds_done,
+        "lesion.dice_mean": dice_mean,
+        "lesion.dice_std": dice_std,
+        "val_loss_mean": loss_mean,
+        "val_loss_std": 0.1,
+    }
 
 
 def rule(name, metric="lesion.dice", tie=0.0):

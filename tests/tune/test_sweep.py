@@ -30,7 +30,6 @@ SWEEP = {
 }
 
 
-
 def test_an_empty_grid_or_a_negative_gamma_is_a_config_error():
     with pytest.raises(ConfigError, match=r"tune.gamma = \[\]: the grid is empty"):
         tiny_params(tune={"gamma": []})
@@ -50,27 +49,39 @@ def test_a_per_class_figure_can_be_selected_on():
 
 
 def test_more_concurrent_trials_than_cpus_fails_before_launching(on_cluster, tiny_data, tmp_path):
-    params = tiny_params(**deep_merge(SWEEP, {
-        "tune": {"max_concurrent_trials": on_cluster.num_cpus + 1},
-        "ray": {"storage_path": str(tmp_path / "ray_results")},
-        "tracking": {"uri": f"sqlite:///{tmp_path / 'mlflow.db'}"},
-    }))
-    with pytest.raises(ConfigError, match=r"tune.max_concurrent_trials = 3 trials × 1 CPUs each .* need 3 CPUs, but the Ray cluster has 2"):
+    params = tiny_params(
+        **deep_merge(
+            SWEEP,
+            {
+                "tune": {"max_concurrent_trials": on_cluster.num_cpus + 1},
+                "ray": {"storage_path": str(tmp_path / "ray_results")},
+                "tracking": {"uri": f"sqlite:///{tmp_path / 'mlflow.db'}"},
+            },
+        )
+    )
+    with pytest.raises(
+        ConfigError,
+        match=r"tune.max_concurrent_trials = 3 trials × 1 CPUs each .* need 3 CPUs, but the Ray cluster has 2",
+    ):
         stage.run(params, data=tiny_data, reports=tmp_path / "reports")
     assert not (tmp_path / "ray_results").exists() and not (tmp_path / "reports").exists()
 
 
 def test_a_killed_sweep_resumes_without_retraining_finished_trials(on_cluster, tiny_data, tmp_path):
-    params = deep_merge(deep_merge(TINY, SWEEP), {
-        "ray": {"storage_path": str(tmp_path / "ray_results")},
-        "tracking": {"uri": f"sqlite:///{tmp_path / 'mlflow.db'}"},
-    })
+    params = deep_merge(
+        deep_merge(TINY, SWEEP),
+        {
+            "ray": {"storage_path": str(tmp_path / "ray_results")},
+            "tracking": {"uri": f"sqlite:///{tmp_path / 'mlflow.db'}"},
+        },
+    )
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     (tmp_path / "data").symlink_to(tiny_data)
     command = [os.path.abspath(sys.executable), "-m", "pipeline", "tune"]
 
-    driver = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
-                              start_new_session=True)
+    driver = subprocess.Popen(
+        command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True
+    )
     finished = _wait_for_finished_trials(tmp_path / "ray_results", driver)
     os.killpg(driver.pid, signal.SIGKILL)
     driver.wait()
@@ -115,8 +126,10 @@ def _assert_tracked(database: Path, epochs: int) -> None:
     """One trial run per grid point (tagged, under the last sweep run), one fold run per fold, epochs logged once."""
     client = MlflowClient(f"sqlite:///{database}")
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
-    parents = sorted((r for r in runs if r.data.tags.get("stage") == "tune" and "tune_trial" not in r.data.tags),
-                     key=lambda r: r.info.start_time)
+    parents = sorted(
+        (r for r in runs if r.data.tags.get("stage") == "tune" and "tune_trial" not in r.data.tags),
+        key=lambda r: r.info.start_time,
+    )
     trials = [r for r in runs if "tune_trial" in r.data.tags and "fold" not in r.data.tags]
     folds = [r for r in runs if "tune_trial" in r.data.tags and "fold" in r.data.tags]
     assert len(parents) == 2  # the killed invocation and the resumed one
@@ -131,12 +144,17 @@ def _assert_tracked(database: Path, epochs: int) -> None:
 
 
 def test_a_trial_with_several_workers_drives_a_ray_train_job_per_fold(on_cluster, tiny_data, tmp_path):
-    params = tiny_params(**deep_merge(SWEEP, {
-        "train": {"epochs": 1},
-        "tune": {"gamma": [0.5]},
-        "ray": {"num_workers": on_cluster.num_cpus, "storage_path": str(tmp_path / "ray_results")},
-        "tracking": {"uri": f"sqlite:///{tmp_path / 'mlflow.db'}"},
-    }))
+    params = tiny_params(
+        **deep_merge(
+            SWEEP,
+            {
+                "train": {"epochs": 1},
+                "tune": {"gamma": [0.5]},
+                "ray": {"num_workers": on_cluster.num_cpus, "storage_path": str(tmp_path / "ray_results")},
+                "tracking": {"uri": f"sqlite:///{tmp_path / 'mlflow.db'}"},
+            },
+        )
+    )
     table = stage.run(params, data=tiny_data, reports=tmp_path / "reports")
     assert table["rows"][0]["status"] == "complete" and table["rows"][0]["folds_done"] == 2
     # each fold was a Ray Train run of its own (named after balancer, fold and params), beside the sweep
