@@ -44,6 +44,9 @@ def configure(verbose: bool = False) -> None:
         os.environ[VERBOSE_ENV] = "1"
     # MLflow prints each ended run's URL, the tracking URI's password included: never.
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    # Ray folds worker lines that differ only in their numbers into one "[repeated Nx across cluster]": the
+    # epoch lines of concurrent sweep trials would vanish. Every line is printed.
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     if not is_verbose():
         for name, value in QUIET_LIBRARIES.items():
             os.environ.setdefault(name, value)
