@@ -23,6 +23,7 @@ import subprocess
 import sys
 from collections.abc import Collection, Sequence
 from pathlib import Path
+from typing import Any
 
 from pipeline.config import Params, environment, ray_address
 from pipeline.errors import ConfigError, PipelineError
@@ -55,22 +56,12 @@ FORWARDED = (
 """Variables passed to the job when they are set in this environment."""
 
 
-def run(
-    params: Params,
-    stage_args: Sequence[str],
-    *,
-    commands: Collection[str],
-    address: str | None,
-    working_dir: Path,
-    env: Sequence[str] = (),
-    wait: bool = True,
-) -> None:
+def run(params: Params, stage_args: Sequence[str], **options: Any) -> None:
     """Submit ``python -m pipeline <stage_args>`` to the cluster at ``address`` (else ``ray.address``,
     ``$RAY_ADDRESS``); with ``wait``, follow its logs and raise PipelineError unless it succeeds.
-    ``commands``: the CLI's sub-commands, one of which ``stage_args`` must start with."""
-    command = job_command(
-        params, stage_args, commands=commands, address=address, working_dir=working_dir, env=env, wait=wait
-    )
+    ``options``: the keyword arguments of :func:`job_command` (``commands``, the CLI's sub-commands, one of which
+    ``stage_args`` must start with; ``address``, ``working_dir``, ``env``, ``wait``)."""
+    command = job_command(params, stage_args, **options)
     print("submit:", redact(shlex.join(command)), flush=True)
     status = subprocess.run(command).returncode
     if status != 0:
