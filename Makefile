@@ -14,10 +14,10 @@ export NO_ALBUMENTATIONS_UPDATE := 1
 
 .PHONY: run test test-expensive bench seeds gpu-check clean-venv
 
+# pip -qq: errors only; its warnings (e.g. about index locations in a machine's pip.conf) are not ours to show.
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found (Python 3.11 is required)"; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	# -qq: errors only; pip's warnings (e.g. about index locations in a machine's pip.conf) are not ours to show
 	$(BIN)/python -m pip install -qq --upgrade pip
 	$(BIN)/python -m pip install -qq -e '.[test]'
 	touch $(STAMP)
