@@ -2,8 +2,8 @@
 
 The checkpoint fingerprint (a resumed fold ignores checkpoints of another run), the Ray Train run name (a re-run
 of the same job resumes its snapshot) and the Ray Tune sweep name all derive from :func:`run_identity`, so the
-three agree on when two runs are the same. ``dvc.yaml`` declares the same params for the ``train`` and ``tune``
-stages, so DVC re-runs a stage exactly when its identity changes.
+three agree on when two runs are the same. The identity covers every param ``dvc.yaml`` declares for the
+``train`` and ``tune`` stages, so a stage that DVC re-runs for a changed param never resumes a stale checkpoint.
 """
 
 from __future__ import annotations
