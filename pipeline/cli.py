@@ -13,7 +13,7 @@ from pathlib import Path
 
 from pipeline import logs, paths
 from pipeline.bench import PARTS
-from pipeline.config import BALANCERS, DEFAULT_PARAMS, load_params, with_overlay
+from pipeline.config import DEFAULT_PARAMS, load_params, with_overlay
 from pipeline.errors import PipelineError
 
 
@@ -154,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=paths.AUGMENTED)
 
     p = add("train", _train, "train one balancer on every configured fold")
-    p.add_argument("balancer", choices=BALANCERS)
+    p.add_argument("balancer", help="a balancer of train.balancers (pipeline/balancers/)")
     p.add_argument("--out", type=Path, default=paths.MODELS)
     p.add_argument("--metrics", type=Path, default=paths.METRICS)
     p.add_argument(

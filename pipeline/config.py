@@ -11,10 +11,10 @@ import os
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from pipeline.errors import ConfigError
 
@@ -28,10 +28,9 @@ AUGMENTATIONS = (
     "vertical_flip",
     "elastic",
 )
-BALANCERS = ("equal", "uncertainty", "gradnorm", "dwa", "atdwa", "stl")
-STL = "stl"
-"""The separate-task baseline among ``train.balancers``: one network per task (:mod:`pipeline.models.separate`)."""
-MODELS = ("ssc_resnet34", "attention_unet", "unet", "swin_unetr")
+DEFAULT_BALANCERS = ("equal", "uncertainty", "gradnorm", "dwa", "atdwa", "stl")
+"""``train.balancers`` when the file does not say: every balancer and the STL baseline. The methods that exist
+are the plug-ins of :mod:`pipeline.balancers`; their names and settings are checked there."""
 TARGET_OF_KIND = {"binary_segmentation": "mask", "multiclass_segmentation": "tissue", "classification": "label"}
 """The array each kind of task learns: the binary mask, the tissue index mask or the class label."""
 WOUND_LABEL = "wound"
@@ -42,6 +41,20 @@ LAYOUTS_OF_WORKLOAD = {"busi": ("busi",), "wound": ("dfutissue", "fuseg")}
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+
+
+class MethodSettings(_Strict):
+    """The settings of one plug-in method, ``balancer.<name>`` of ``params.yaml``; each balancer defines its own
+    beside its code (:mod:`pipeline.balancers`), a method without settings uses this class as it is."""
+
+    @classmethod
+    def of(cls, params: Params, name: str) -> Self:
+        """``params.balancer.<name>`` validated (absent: every default); a bad value raises :class:`ConfigError`
+        naming the params file and the dotted key."""
+        try:
+            return cls.model_validate(params.balancer.get(name) or {})
+        except ValidationError as exc:
+            raise ConfigError(_format_errors(params.source, exc, ("balancer", name))) from None
 
 
 class SyntheticParams(_Strict):
@@ -152,7 +165,7 @@ class TaskParams(_Strict):
 
 
 class ModelParams(_Strict):
-    name: Literal["ssc_resnet34", "attention_unet", "unet", "swin_unetr"] = "ssc_resnet34"
+    name: str = Field("ssc_resnet34", description="a network of pipeline.models (checked there)")
     dropout: float = Field(0.3, ge=0.0, lt=1.0)
     width: int = Field(
         64,
@@ -174,39 +187,8 @@ class ModelParams(_Strict):
         return self
 
 
-class DWAParams(_Strict):
-    temperature: float = Field(2.0, gt=0.0)
-
-
-class ATDWAParams(_Strict):
-    t0: float = Field(2.0, gt=0.0)
-    gamma: float = Field(0.8, ge=0.0)
-    window: int = Field(3, ge=2)
-
-
-class GradNormParams(_Strict):
-    alpha: float = Field(1.5, ge=0.0)
-    lr: float | None = Field(
-        None, gt=0.0, description="learning rate of the task-weight Adam; null = train.lr (as LibMTL)"
-    )
-
-
-class NoSettings(_Strict):
-    """A method without settings. ``params.yaml`` still lists it (``equal: {}``): the ``train@<name>`` stage
-    depends on ``balancer.<name>``, and DVC refuses a param key the file lacks."""
-
-
-class BalancerParams(_Strict):
-    equal: NoSettings = NoSettings()
-    uncertainty: NoSettings = NoSettings()
-    stl: NoSettings = NoSettings()
-    dwa: DWAParams = DWAParams()
-    atdwa: ATDWAParams = ATDWAParams()
-    gradnorm: GradNormParams = GradNormParams()
-
-
 class TrainParams(_Strict):
-    balancers: tuple[Literal[BALANCERS], ...] = BALANCERS  # type: ignore[valid-type]
+    balancers: tuple[str, ...] = Field(DEFAULT_BALANCERS, description="methods of pipeline.balancers (checked there)")
     folds: tuple[int, ...] | None = Field(None, description="folds to train; null = all")
     epochs: int = Field(8, ge=1)
     batch_size: int = Field(16, ge=1)
@@ -237,7 +219,7 @@ class TrainParams(_Strict):
     @classmethod
     def _distinct(cls, v: tuple[str, ...]) -> tuple[str, ...]:
         if not v or len(set(v)) != len(v):
-            raise ValueError(f"must list distinct balancers of {BALANCERS}, got {list(v)}")
+            raise ValueError(f"must list at least one balancer, each once, got {list(v)}")
         return v
 
 
@@ -434,13 +416,21 @@ class Params(_Strict):
     augment: AugmentParams = AugmentParams()
     tasks: tuple[TaskParams, ...] = DEFAULT_TASKS
     model: ModelParams = ModelParams()
-    balancer: BalancerParams = BalancerParams()
+    balancer: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="each method's settings by name, validated by the method (MethodSettings)"
+    )
     train: TrainParams = TrainParams()
     ray: RayParams = RayParams()
     tracking: TrackingParams = TrackingParams()
     tune: TuneParams = TuneParams()
     evaluate: EvaluateParams = EvaluateParams()
     registry: RegistryParams = RegistryParams()
+    _source: str = PrivateAttr("params")
+
+    @property
+    def source(self) -> str:
+        """Where these params were read (the file, or the file and overlay), for error messages."""
+        return self._source
 
     @model_validator(mode="before")
     @classmethod
@@ -575,10 +565,10 @@ def use_tracking_credentials(credentials: Mapping[str, str]) -> None:
     os.environ.update(credentials)
 
 
-def _format_errors(source: str, exc: ValidationError) -> str:
+def _format_errors(source: str, exc: ValidationError, prefix: tuple[str, ...] = ()) -> str:
     lines = []
     for err in exc.errors():
-        key = ".".join(str(p) for p in err["loc"]) or "<root>"
+        key = ".".join(str(p) for p in (*prefix, *err["loc"])) or "<root>"
         value = err.get("input")
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
@@ -619,9 +609,11 @@ def read_yaml(path: Path) -> dict[str, Any]:
 def parse_params(raw: dict[str, Any], source: str = "params") -> Params:
     """Validate a raw mapping into :class:`Params`; ``source`` names it in error messages."""
     try:
-        return Params.model_validate(raw)
+        params = Params.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(_format_errors(source, exc)) from None
+    params._source = source
+    return params
 
 
 def load_params(path: Path = DEFAULT_PARAMS) -> Params:

@@ -28,8 +28,28 @@ def _executed(tree: ast.AST) -> list[ast.AST]:
     return nodes
 
 
+def _package_modules(package: str) -> set[str]:
+    """Every module of ``package`` (what :func:`pipeline.plugins.discover` imports)."""
+    folder = ROOT.joinpath(*package.split("."))
+    return {f"{package}.{path.stem}" for path in folder.glob("*.py") if path.stem != "__init__"}
+
+
+def _discovered_package(node: ast.AST, module: str) -> str | None:
+    """The package a ``discover(__name__, ...)`` or ``discover("a.b", ...)`` call imports every module of."""
+    if not isinstance(node, ast.Call) or not node.args:
+        return None
+    func = node.func
+    if (func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)) != "discover":
+        return None
+    first = node.args[0]
+    if isinstance(first, ast.Name) and first.id == "__name__":
+        return module
+    return first.value if isinstance(first, ast.Constant) else None
+
+
 def imported_modules(tree: ast.AST, module: str, is_package: bool) -> set[str]:
-    """Module names ``tree`` (the source of ``module``) imports when run; ``from a import b`` also yields ``a.b``."""
+    """Module names ``tree`` (the source of ``module``) imports when run; ``from a import b`` also yields ``a.b``,
+    and a plug-in package's ``discover(__name__, ...)`` every module of that package."""
     names = set()
     for node in _executed(tree):
         if isinstance(node, ast.Import):
@@ -48,6 +68,8 @@ def imported_modules(tree: ast.AST, module: str, is_package: bool) -> set[str]:
             and isinstance(node.args[0], ast.Constant)
         ):
             names.add(node.args[0].value)
+        elif (package := _discovered_package(node, module)) is not None:
+            names |= _package_modules(package)
     return names
 
 

@@ -1,7 +1,10 @@
-"""params.yaml is validated once, and every mistake is reported with its key, value and what is allowed."""
+"""params.yaml is validated before any stage works, and every mistake is reported with its key, value and what is
+allowed: the schema when the file is read, the names and settings of plug-ins (balancers, networks) by the
+plug-ins themselves before anything trains."""
 
 import pytest
 
+from pipeline.balancers import check_methods
 from pipeline.config import Params, load_params, parse_params, tracking_uri
 from pipeline.errors import ConfigError
 
@@ -19,11 +22,18 @@ def test_repository_params_file_is_valid():
         ({"data": {"image_size": 100}}, "data.image_size = 100: must be a multiple of 32"),
         ({"split": {"k_folds": 1}}, "split.k_folds = 1: Input should be greater than or equal to 2"),
         ({"train": {"epochs": "many"}}, "train.epochs = 'many'"),
-        ({"train": {"balancers": ["equal", "pcgrad"]}}, "train.balancers.1 = 'pcgrad'"),
+        ({"train": {"balancers": ["equal", "pcgrad"]}}, "train.balancers: unknown balancers ['pcgrad']; expected"),
+        (
+            {"train": {"balancers": ["equal", "equal"]}},
+            "train.balancers = ['equal', 'equal']: must list at least one balancer, each once",
+        ),
+        ({"balancer": {"pcgrad": {}}}, "balancer: unknown balancers ['pcgrad']; expected names of ['atdwa', 'dwa'"),
+        ({"balancer": {"dwa": {"temprature": 1.0}}}, "balancer.dwa.temprature = 1.0: unknown key"),
         ({"balancer": {"atdwa": {"gamma": -0.1}}}, "balancer.atdwa.gamma = -0.1"),
         ({"balancer": {"atdwa": {"t0": 0}}}, "balancer.atdwa.t0 = 0: Input should be greater than 0"),
         ({"balancer": {"atdwa": {"window": 1}}}, "balancer.atdwa.window = 1"),
-        ({"model": {"name": "vgg"}}, "model.name = 'vgg': Input should be 'ssc_resnet34', 'attention_unet'"),
+        ({"model": {"name": "vgg"}}, "model.name = 'vgg': expected one of ['attention_unet', 'ssc_resnet34'"),
+        ({"model": {"name": "unet", "pretrained_encoder": "w.pt"}}, "model.pretrained_encoder: unet loads no"),
         ({"tasks": [{"name": "lesion", "kind": "regression", "target": "mask"}]}, "tasks.0.kind = 'regression'"),
         (
             {"tasks": [{"name": "d", "kind": "classification", "target": "mask"}]},
@@ -38,7 +48,7 @@ def test_repository_params_file_is_valid():
 )
 def test_bad_values_name_the_key_the_value_and_what_is_allowed(raw, expected):
     with pytest.raises(ConfigError) as err:
-        parse_params(raw, "params.yaml")
+        check_methods(parse_params(raw, "params.yaml"))
     assert str(err.value).startswith("params.yaml: ")
     assert expected in str(err.value)
 

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.balancers.atdwa import ATDWASettings
 from pipeline.config import load_params
 from pipeline.errors import ConfigError
 from pipeline.profiles import apply
@@ -25,7 +26,8 @@ def test_paper_profile_sets_the_paper_protocol(project):
     apply("paper", Path("params.yaml"))
     p = load_params(Path("params.yaml"))
     assert (p.data.image_size, p.split.k_folds, p.train.lr, p.train.batch_size) == (256, 5, 1e-4, 16)
-    assert (p.balancer.atdwa.t0, p.balancer.atdwa.gamma, p.balancer.atdwa.window) == (2.0, 0.8, 3)
+    atdwa = ATDWASettings.of(p, "atdwa")
+    assert (atdwa.t0, atdwa.gamma, atdwa.window) == (2.0, 0.8, 3)
     assert p.train.early_stopping_patience == 15 and p.augment.copies_per_image == 6
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, create_model
 
+from pipeline.balancers import balancer_classes
 from pipeline.config import Params
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -81,10 +82,14 @@ def documented_keys(rows: list[Row]) -> set[str]:
 
 
 def schema_keys(model: type[BaseModel], prefix: str = "") -> Iterator[str]:
-    """The dotted keys of ``model``'s parameters, nested models expanded (a list of tasks is one parameter)."""
+    """The dotted keys of ``model``'s parameters, nested models expanded (a list of tasks is one parameter); the
+    ``balancer`` section holds each registered balancer's settings model."""
     for name, field in model.model_fields.items():
         if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
             yield from schema_keys(field.annotation, f"{prefix}{name}.")
+        elif issubclass(model, Params) and name == "balancer":
+            for method, cls in balancer_classes().items():
+                yield from schema_keys(cls.settings_model, f"balancer.{method}.")
         else:
             yield prefix + name
 

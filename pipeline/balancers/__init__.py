@@ -1,7 +1,13 @@
-"""Task balancers, one per file behind :class:`~pipeline.balancers.base.Balancer`."""
+"""Task balancers, one per file behind :class:`~pipeline.balancers.base.Balancer`.
+
+A balancer is registered by being defined: every subclass of ``Balancer`` with a ``name`` in a module of this
+package is a method ``train.balancers`` can name, with its settings ``balancer.<name>`` (see
+:func:`pipeline.plugins.discover`).
+"""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 from pipeline.balancers.atdwa import ATDWABalancer, atdwa_temperature
@@ -12,23 +18,44 @@ from pipeline.balancers.gradnorm import GradNormBalancer, gradnorm_weight_grad
 from pipeline.balancers.uncertainty import UncertaintyBalancer
 from pipeline.config import Params
 from pipeline.errors import ConfigError
+from pipeline.models import check_model
+from pipeline.plugins import discover
 
-BALANCER_CLASSES: dict[str, type[Balancer]] = {
-    cls.name: cls
-    for cls in (EqualBalancer, UncertaintyBalancer, DWABalancer, ATDWABalancer, GradNormBalancer, SeparateTasksBalancer)
-}
+
+@functools.cache
+def balancer_classes() -> dict[str, type[Balancer]]:
+    """Every registered balancer by name (the plug-ins of this package)."""
+    return discover(__name__, Balancer)
+
+
+def balancer_class(name: str) -> type[Balancer]:
+    """The balancer called ``name``; an unknown name raises :class:`ConfigError` listing the known ones."""
+    cls = balancer_classes().get(name)
+    if cls is None:
+        raise ConfigError(f"train.balancers: unknown balancer {name!r}; expected one of {sorted(balancer_classes())}")
+    return cls
+
+
+def check_methods(params: Params) -> None:
+    """Check what ``params`` names among the plug-ins before anything trains: every ``train.balancers`` entry and
+    every ``balancer.<name>`` section is a registered balancer, each section is valid for it, and ``model.name``
+    is a registered network. Raises :class:`ConfigError` naming the params file and the key."""
+    known = sorted(balancer_classes())
+    for key, names in (("train.balancers", params.train.balancers), ("balancer", tuple(params.balancer))):
+        unknown = [name for name in names if name not in known]
+        if unknown:
+            raise ConfigError(f"{params.source}: {key}: unknown balancers {unknown}; expected names of {known}")
+    for name, cls in balancer_classes().items():
+        cls.settings_model.of(params, name)
+    check_model(params)
 
 
 def build_balancer(name: str, task_names: Sequence[str], params: Params) -> Balancer:
-    """The balancer called ``name`` for ``task_names``, configured from ``params.balancer``."""
-    cls = BALANCER_CLASSES.get(name)
-    if cls is None:
-        raise ConfigError(f"train.balancers: unknown balancer {name!r}; expected one of {sorted(BALANCER_CLASSES)}")
-    return cls.from_params(task_names, params)
+    """The balancer called ``name`` for ``task_names``, configured from ``params.balancer.<name>``."""
+    return balancer_class(name).from_params(task_names, params)
 
 
 __all__ = [
-    "BALANCER_CLASSES",
     "ATDWABalancer",
     "Balancer",
     "DWABalancer",
@@ -37,7 +64,10 @@ __all__ = [
     "SeparateTasksBalancer",
     "UncertaintyBalancer",
     "atdwa_temperature",
+    "balancer_class",
+    "balancer_classes",
     "build_balancer",
+    "check_methods",
     "dwa_weights",
     "gradnorm_weight_grad",
 ]

@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+from pydantic import Field
 
 from pipeline.balancers.dwa import DWABalancer
-from pipeline.config import Params
+from pipeline.config import MethodSettings, Params
 
 
 def atdwa_temperature(history: torch.Tensor, t0: float, gamma: float, window: int) -> float:
@@ -31,6 +32,12 @@ def atdwa_temperature(history: torch.Tensor, t0: float, gamma: float, window: in
     return t0 * (1.0 + gamma * float(spread.mean()))
 
 
+class ATDWASettings(MethodSettings):
+    t0: float = Field(2.0, gt=0.0, description="base temperature T0")
+    gamma: float = Field(0.8, ge=0.0, description="sensitivity of the temperature to loss volatility")
+    window: int = Field(3, ge=2, description="epochs whose loss spread measures volatility")
+
+
 class ATDWABalancer(DWABalancer):
     """DWA weights (same loss ratios) at the adaptive temperature :func:`atdwa_temperature`.
 
@@ -38,6 +45,7 @@ class ATDWABalancer(DWABalancer):
     """
 
     name = "atdwa"
+    settings_model = ATDWASettings
 
     def __init__(self, task_names: Sequence[str], t0: float = 2.0, gamma: float = 0.8, window: int = 3):
         super().__init__(task_names, temperature=t0)
@@ -46,7 +54,7 @@ class ATDWABalancer(DWABalancer):
 
     @classmethod
     def from_params(cls, task_names: Sequence[str], params: Params) -> ATDWABalancer:
-        p = params.balancer.atdwa
+        p = ATDWASettings.of(params, cls.name)
         return cls(task_names, t0=p.t0, gamma=p.gamma, window=p.window)
 
     def temperature(self) -> float:

@@ -29,13 +29,22 @@ from typing import Any, ClassVar, Self
 import torch
 from torch import nn
 
-from pipeline.config import Params
+from pipeline.config import MethodSettings, Params
 from pipeline.models.base import MultiTaskModel
 from pipeline.runtime.comm import Comm
 
 
 class Balancer(ABC):
+    """A method of balancing K task losses. A subclass that sets ``name`` is a plug-in: defining it in a module of
+    :mod:`pipeline.balancers` makes it selectable in ``train.balancers`` (:func:`pipeline.balancers.balancer_class`),
+    with its settings ``balancer.<name>`` validated by its ``settings_model``."""
+
     name: ClassVar[str]
+    settings_model: ClassVar[type[MethodSettings]] = MethodSettings
+    """The schema of ``balancer.<name>`` (the base class: no settings)."""
+    separate_networks: ClassVar[bool] = False
+    """True for a method that trains one whole network per task side by side (the STL baseline,
+    :mod:`pipeline.models.separate`) instead of one network with a head per task."""
 
     def __init__(self, task_names: Sequence[str]):
         self.task_names = tuple(task_names)
@@ -52,7 +61,8 @@ class Balancer(ABC):
 
     @classmethod
     def from_params(cls, task_names: Sequence[str], params: Params) -> Balancer:
-        """Build from the validated params; balancers with settings read their own ``params.balancer`` section."""
+        """Build from the params; a balancer with settings reads its own section with
+        ``<its settings_model>.of(params, cls.name)``."""
         return cls(task_names)
 
     def weights(self) -> torch.Tensor:

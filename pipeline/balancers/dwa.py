@@ -6,9 +6,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+from pydantic import Field
 
 from pipeline.balancers.base import Balancer
-from pipeline.config import Params
+from pipeline.config import MethodSettings, Params
 
 EPS = 1e-8
 
@@ -37,10 +38,15 @@ def dwa_weights(history: torch.Tensor, temperature: float) -> torch.Tensor:
     return num_tasks * torch.softmax(ratios / temperature, dim=0)
 
 
+class DWASettings(MethodSettings):
+    temperature: float = Field(2.0, gt=0.0, description="the softmax temperature T")
+
+
 class DWABalancer(Balancer):
     """Per-epoch weights :func:`dwa_weights` at a fixed temperature (``balancer.dwa.temperature``)."""
 
     name = "dwa"
+    settings_model = DWASettings
 
     def __init__(self, task_names: Sequence[str], temperature: float = 2.0):
         super().__init__(task_names)
@@ -49,7 +55,7 @@ class DWABalancer(Balancer):
 
     @classmethod
     def from_params(cls, task_names: Sequence[str], params: Params) -> DWABalancer:
-        return cls(task_names, temperature=params.balancer.dwa.temperature)
+        return cls(task_names, temperature=DWASettings.of(params, cls.name).temperature)
 
     def weights(self) -> torch.Tensor:
         return dwa_weights(self.history, self.temperature())

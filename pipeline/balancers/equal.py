@@ -16,3 +16,4 @@ class SeparateTasksBalancer(EqualBalancer):
     each network learns its own task as if alone."""
 
     name = "stl"
+    separate_networks = True

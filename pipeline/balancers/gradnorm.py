@@ -20,10 +20,11 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
+from pydantic import Field
 from torch import nn
 
 from pipeline.balancers.base import Balancer
-from pipeline.config import Params
+from pipeline.config import MethodSettings, Params
 from pipeline.models.base import MultiTaskModel
 from pipeline.runtime.comm import Comm
 
@@ -57,6 +58,13 @@ def gradnorm_weight_grad(
     return torch.sign(norms - target) * grad_norms
 
 
+class GradNormSettings(MethodSettings):
+    alpha: float = Field(1.5, ge=0.0, description="restoring-force exponent")
+    lr: float | None = Field(
+        None, gt=0.0, description="learning rate of the task-weight Adam; null = train.lr (as LibMTL)"
+    )
+
+
 class GradNormBalancer(Balancer):
     """Learned task weights (initially 1, summing to K) updated once per optimiser step.
 
@@ -84,6 +92,7 @@ class GradNormBalancer(Balancer):
     """
 
     name = "gradnorm"
+    settings_model = GradNormSettings
 
     def __init__(self, task_names: Sequence[str], alpha: float = 1.5, lr: float = 0.025):
         super().__init__(task_names)
@@ -118,7 +127,7 @@ class GradNormBalancer(Balancer):
 
     @classmethod
     def from_params(cls, task_names: Sequence[str], params: Params) -> GradNormBalancer:
-        g = params.balancer.gradnorm
+        g = GradNormSettings.of(params, cls.name)
         return cls(task_names, alpha=g.alpha, lr=g.lr if g.lr is not None else params.train.lr)
 
     def weights(self) -> torch.Tensor:

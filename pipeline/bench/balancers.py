@@ -24,10 +24,10 @@ import numpy as np
 import psutil
 import torch
 
-from pipeline.balancers import build_balancer
+from pipeline.balancers import balancer_class, build_balancer
 from pipeline.balancers.base import Balancer
 from pipeline.bench.timing import interleaved, median
-from pipeline.config import STL, Params
+from pipeline.config import Params
 from pipeline.models import build_model
 from pipeline.models.base import MultiTaskModel
 from pipeline.runtime.comm import LocalComm
@@ -91,7 +91,9 @@ def contender(name: str, params: Params, tasks: tuple[Task, ...], device: torch.
     ``channels_last``)."""
     torch.manual_seed(params.seed)
     compute = ComputeFormat.from_params(params.train, device)
-    model = compute.prepare_model(build_model(params, tasks, separate=name == STL).to(device))
+    model = compute.prepare_model(
+        build_model(params, tasks, separate=balancer_class(name).separate_networks).to(device)
+    )
     balancer = build_balancer(name, [t.name for t in tasks], params).to(device)
     optimizer = torch.optim.Adam(list(model.parameters()) + balancer.parameters(), lr=params.train.lr)
     return Contender(name, model, balancer, optimizer, compute)

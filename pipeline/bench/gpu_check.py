@@ -43,8 +43,9 @@ import torch.distributed as dist
 
 from pipeline import paths
 from pipeline.atomic import atomic_write_json
+from pipeline.balancers import balancer_classes
 from pipeline.bench import balancers
-from pipeline.config import BALANCERS, STL, Params, deep_merge, parse_params
+from pipeline.config import Params, deep_merge, parse_params
 from pipeline.data.folds import ArraySet, FoldData
 from pipeline.errors import ConfigError, PipelineError
 from pipeline.models import build_model
@@ -79,6 +80,8 @@ class CheckSize:
     timed_steps: int
 
 
+BALANCERS = tuple(balancer_classes())
+"""Every registered method, ``stl`` included: the check trains each."""
 SIZES = {"cpu": CheckSize(64, 4, 2, len(BALANCERS)), "cuda": CheckSize(256, 16, 5, 4 * len(BALANCERS))}
 """CPU: one interleaved round per position, the whole check well under a minute on 2 cores; CUDA: the
 paper's 256 px and batch 16, 24 timed steps per balancer."""
@@ -218,7 +221,7 @@ def train_one(
 
 
 def training(params: Params, device: torch.device) -> dict[str, Any]:
-    """Every balancer of :data:`~pipeline.config.BALANCERS` (``stl`` included) trained by :func:`train_one`
+    """Every balancer of :data:`BALANCERS` (``stl`` included) trained by :func:`train_one`
     (``trainer_steps`` optimiser steps each), and its step cost (``step_ms_median``, ``step_ms_max``,
     ``peak_memory_mib`` and their ``*_ratio_vs_equal``) over ``steps`` interleaved steps, as
     :func:`pipeline.bench.balancers.run` measures it (the same layout as ``bench.json``'s ``balancers``)."""
@@ -272,7 +275,7 @@ def predict_on_device(params: Params, device: torch.device, work: Path) -> dict[
     rows = balancers.synthetic_rows(tasks, PREDICT_IMAGES, size, params.data.channels, seed=2)
     images = to_tensors(rows, torch.device("cpu"))["image"].numpy()
     models = {}
-    for name, separate in (("multi_task", False), (STL, True)):
+    for name, separate in (("multi_task", False), ("stl", True)):
         torch.manual_seed(params.seed)
         checkpoint = work / f"{name}.pt"
         save_checkpoint(checkpoint, {"model": build_model(params, tasks, separate).state_dict()})

@@ -21,7 +21,8 @@ from typing import Any
 import torch
 
 from pipeline.atomic import atomic_write_json
-from pipeline.config import STL, Params, deep_merge, parse_params
+from pipeline.balancers import balancer_class
+from pipeline.config import Params, deep_merge, parse_params
 from pipeline.data.build import build_data_root
 from pipeline.data.folds import load_fold, load_test
 from pipeline.evaluate import compare
@@ -58,7 +59,7 @@ def _run_seed(params: Params, workspace: Path) -> dict[str, Any]:
         for fold in params.folds:
             trainer = Trainer(params, tasks, balancer, load_fold(data, fold), fold)
             result = trainer.fit()
-            model = build_model(params, tasks, separate=balancer == STL)
+            model = build_model(params, tasks, separate=balancer_class(balancer).separate_networks)
             model.load_state_dict(trainer.best_model)
             folds.append(fold_summary(result, evaluate_on_driver(params, model, tasks, test)))
         documents[balancer] = {"balancer": balancer, "mean": mean_over_folds(folds), "baseline": baseline}

@@ -1,8 +1,14 @@
-"""Multi-task networks: :func:`build_model` picks one by ``model.name``."""
+"""Multi-task networks: :func:`build_model` picks one by ``model.name``.
+
+A network is registered by being defined: every subclass of
+:class:`~pipeline.models.base.MultiTaskModel` with a ``name`` in a module of this package is a ``model.name``
+(see :func:`pipeline.plugins.discover`).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import functools
+from collections.abc import Sequence
 
 from torch import nn
 
@@ -12,65 +18,37 @@ from pipeline.models.attention_unet import AttentionUNetMTL
 from pipeline.models.base import MultiTaskModel
 from pipeline.models.separate import SeparateTaskModels
 from pipeline.models.ssc_resnet import SSCResNet34, load_pretrained_encoder
-from pipeline.models.swin_unetr import MIN_IMAGE_SIZE, SwinUNETRMTL, feature_size_for_width
+from pipeline.models.swin_unetr import SwinUNETRMTL
 from pipeline.models.unet import UNetMTL
+from pipeline.plugins import discover
 from pipeline.tasks import Task
 
 
-def _ssc_resnet34(params: Params, tasks: Sequence[Task]) -> MultiTaskModel:
-    model = SSCResNet34(tasks, in_channels=params.data.channels, dropout=params.model.dropout, width=params.model.width)
-    if params.model.pretrained_encoder is not None:
-        load_pretrained_encoder(model, params.model.pretrained_encoder)
-    return model
+@functools.cache
+def model_classes() -> dict[str, type[MultiTaskModel]]:
+    """Every registered network by name (the plug-ins of this package)."""
+    return discover(__name__, MultiTaskModel)
 
 
-def _refuse_pretrained_encoder(params: Params) -> None:
-    if params.model.pretrained_encoder is not None:
-        raise ConfigError("model.pretrained_encoder: only ssc_resnet34 loads a pretrained encoder; set it to null")
-
-
-def _attention_unet(params: Params, tasks: Sequence[Task]) -> MultiTaskModel:
-    _refuse_pretrained_encoder(params)
-    return AttentionUNetMTL(tasks, in_channels=params.data.channels, dropout=params.model.dropout)
-
-
-def _unet(params: Params, tasks: Sequence[Task]) -> MultiTaskModel:
-    _refuse_pretrained_encoder(params)
-    return UNetMTL(tasks, in_channels=params.data.channels, dropout=params.model.dropout, width=params.model.width)
-
-
-def _swin_unetr(params: Params, tasks: Sequence[Task]) -> MultiTaskModel:
-    _refuse_pretrained_encoder(params)
-    if params.data.image_size < MIN_IMAGE_SIZE:
+def check_model(params: Params) -> type[MultiTaskModel]:
+    """The network ``model.name`` names, after checking that ``params`` ask nothing of it that it cannot be;
+    raises :class:`ConfigError` naming the key."""
+    cls = model_classes().get(params.model.name)
+    if cls is None:
         raise ConfigError(
-            f"data.image_size = {params.data.image_size}: swin_unetr needs at least {MIN_IMAGE_SIZE} "
-            "(its 1/32-scale bottleneck must have more than one pixel)"
+            f"{params.source}: model.name = {params.model.name!r}: expected one of {sorted(model_classes())}"
         )
-    return SwinUNETRMTL(
-        tasks,
-        in_channels=params.data.channels,
-        dropout=params.model.dropout,
-        feature_size=feature_size_for_width(params.model.width),
-    )
-
-
-MODEL_BUILDERS: dict[str, Callable[[Params, Sequence[Task]], MultiTaskModel]] = {
-    "ssc_resnet34": _ssc_resnet34,
-    "attention_unet": _attention_unet,
-    "unet": _unet,
-    "swin_unetr": _swin_unetr,
-}
+    cls.check_params(params)
+    return cls
 
 
 def build_model(params: Params, tasks: Sequence[Task], separate: bool = False) -> MultiTaskModel:
     """The network named by ``params.model.name`` with one head per task (pretrained encoder loaded); with
     ``separate``, one such network per task side by side (the STL baseline, :mod:`pipeline.models.separate`)."""
-    builder = MODEL_BUILDERS.get(params.model.name)
-    if builder is None:
-        raise ConfigError(f"model.name = {params.model.name!r}: expected one of {sorted(MODEL_BUILDERS)}")
+    cls = check_model(params)
     if separate:
-        return SeparateTaskModels(tasks, lambda task: builder(params, (task,)))
-    return builder(params, tasks)
+        return SeparateTaskModels(tasks, lambda task: cls.from_params(params, (task,)))
+    return cls.from_params(params, tasks)
 
 
 def parameter_count(model: nn.Module) -> int:
@@ -86,6 +64,8 @@ __all__ = [
     "SwinUNETRMTL",
     "UNetMTL",
     "build_model",
+    "check_model",
     "load_pretrained_encoder",
+    "model_classes",
     "parameter_count",
 ]

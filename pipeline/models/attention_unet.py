@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from monai.networks.nets import AttentionUnet
 from torch import nn
 
+from pipeline.config import Params
 from pipeline.models.shared_trunk import SharedTrunkMTL
 from pipeline.tasks import Task
 
@@ -27,6 +28,12 @@ class AttentionUNetMTL(SharedTrunkMTL):
     :attr:`last_shared_layer` (the top level's merge convolution, whose output is the trunk's) —
     GradNorm measures every task there.
     """
+
+    name = "attention_unet"
+
+    @classmethod
+    def from_params(cls, params: Params, tasks: Sequence[Task]) -> AttentionUNetMTL:
+        return cls(tasks, in_channels=params.data.channels, dropout=params.model.dropout)
 
     def __init__(
         self,

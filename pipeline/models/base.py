@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 from torch import nn
+
+from pipeline.errors import ConfigError
+
+if TYPE_CHECKING:
+    from pipeline.config import Params
+    from pipeline.tasks import Task
 
 
 class MultiTaskModel(nn.Module, ABC):
@@ -18,11 +26,32 @@ class MultiTaskModel(nn.Module, ABC):
 
     ``decode(features)`` returns ``{task name: logits}``; segmentation logits are ``(B, C_k, H, W)``,
     classification logits ``(B, C_k)``. Heads of different tasks share no parameters.
+
+    A subclass that sets ``name`` is a plug-in: defining it in a module of :mod:`pipeline.models` makes it a
+    ``model.name`` (:func:`pipeline.models.build_model`), built by :meth:`from_params`.
     """
+
+    name: ClassVar[str]
+    loads_pretrained_encoder: ClassVar[bool] = False
+    """Whether ``model.pretrained_encoder`` means something to this network."""
 
     task_names: tuple[str, ...]
     heads: nn.ModuleDict
     """One head per task, by task name: ``head(features)`` → that task's logits."""
+
+    @classmethod
+    def check_params(cls, params: Params) -> None:
+        """Raise :class:`ConfigError` naming the key when ``params`` ask for what this network cannot be."""
+        if params.model.pretrained_encoder is not None and not cls.loads_pretrained_encoder:
+            raise ConfigError(
+                f"{params.source}: model.pretrained_encoder: {cls.name} loads no pretrained encoder; set it to null"
+            )
+
+    @classmethod
+    def from_params(cls, params: Params, tasks: Sequence[Task]) -> MultiTaskModel:
+        """The network for ``tasks`` configured by ``params.model`` and ``params.data.channels`` (checked by
+        :meth:`check_params` first)."""
+        raise NotImplementedError(f"{cls.__qualname__} sets a name but does not say how it is built")
 
     @abstractmethod
     def encode(self, x: torch.Tensor) -> list[torch.Tensor]: ...

@@ -12,6 +12,7 @@ from monai.networks.nets import ResNet
 from monai.networks.nets.flexible_unet import SegmentationHead, UNetDecoder
 from torch import nn
 
+from pipeline.config import Params
 from pipeline.errors import ConfigError, DataError
 from pipeline.models.base import MultiTaskModel
 from pipeline.models.heads import ClassificationHead
@@ -90,6 +91,17 @@ class SSCResNet34(MultiTaskModel):
     ``H/32`` with w, 2w, 4w, 8w channels. :attr:`last_shared_layer` is the second convolution of
     ``layer4``'s last block, whose output is ``features[-1]``.
     """
+
+    name = "ssc_resnet34"
+    loads_pretrained_encoder = True
+
+    @classmethod
+    def from_params(cls, params: Params, tasks: Sequence[Task]) -> SSCResNet34:
+        """With ``model.pretrained_encoder``, its weights loaded into the encoder."""
+        model = cls(tasks, in_channels=params.data.channels, dropout=params.model.dropout, width=params.model.width)
+        if params.model.pretrained_encoder is not None:
+            load_pretrained_encoder(model, params.model.pretrained_encoder)
+        return model
 
     def __init__(self, tasks: Sequence[Task], in_channels: int = 1, dropout: float = 0.3, width: int = STANDARD_WIDTH):
         super().__init__()

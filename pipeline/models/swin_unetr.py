@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from monai.networks.nets import SwinUNETR
 from torch import nn
 
+from pipeline.config import Params
+from pipeline.errors import ConfigError
 from pipeline.models.shared_trunk import SharedTrunkMTL
 from pipeline.tasks import Task
 
@@ -36,6 +38,26 @@ class SwinUNETRMTL(SharedTrunkMTL):
     :attr:`last_shared_layer` is that block's residual unit (two 3x3 convolutions and the 1x1
     projection of its shortcut, both branches summed into ``features[-1]``).
     """
+
+    name = "swin_unetr"
+
+    @classmethod
+    def check_params(cls, params: Params) -> None:
+        super().check_params(params)
+        if params.data.image_size < MIN_IMAGE_SIZE:
+            raise ConfigError(
+                f"{params.source}: data.image_size = {params.data.image_size}: swin_unetr needs at least {MIN_IMAGE_SIZE} "
+                "(its 1/32-scale bottleneck must have more than one pixel)"
+            )
+
+    @classmethod
+    def from_params(cls, params: Params, tasks: Sequence[Task]) -> SwinUNETRMTL:
+        return cls(
+            tasks,
+            in_channels=params.data.channels,
+            dropout=params.model.dropout,
+            feature_size=feature_size_for_width(params.model.width),
+        )
 
     def __init__(self, tasks: Sequence[Task], in_channels: int = 1, dropout: float = 0.3, feature_size: int = 12):
         swin = SwinUNETR(in_channels=in_channels, out_channels=1, feature_size=feature_size, spatial_dims=2)

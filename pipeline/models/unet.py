@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from monai.networks.nets import BasicUNet
 from torch import nn
 
+from pipeline.config import Params
 from pipeline.models.shared_trunk import SharedTrunkMTL
 from pipeline.tasks import Task
 
@@ -32,6 +33,12 @@ class UNetMTL(SharedTrunkMTL):
     :attr:`last_shared_layer` is that level's second 3x3 convolution block (conv, norm, activation),
     whose output is ``features[-1]``.
     """
+
+    name = "unet"
+
+    @classmethod
+    def from_params(cls, params: Params, tasks: Sequence[Task]) -> UNetMTL:
+        return cls(tasks, in_channels=params.data.channels, dropout=params.model.dropout, width=params.model.width)
 
     def __init__(self, tasks: Sequence[Task], in_channels: int = 1, dropout: float = 0.3, width: int = 16):
         unet = BasicUNet(spatial_dims=2, in_channels=in_channels, out_channels=1, features=unet_features(width))

@@ -49,7 +49,8 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.tracking import MlflowClient
 
 from pipeline.atomic import atomic_write_json
-from pipeline.config import STL, Params
+from pipeline.balancers import balancer_class, check_methods
+from pipeline.config import Params
 from pipeline.data.folds import ArraySet, load_test
 from pipeline.registry.candidate import Candidate, file_sha256, package_sha256, select_candidate
 from pipeline.registry.gate import Decision, decide
@@ -74,6 +75,7 @@ PENDING, COMPLETE = "pending", "complete"
 
 def run(params: Params, models_dir: Path, metrics_dir: Path, data_root: Path, report: Path) -> dict[str, Any]:
     """Promote (or not) the best validated fold model or ensemble; write and return the report document."""
+    check_methods(params)
     name = params.registry.model_name
     candidate = select_candidate(params, models_dir, metrics_dir)
     digests = [file_sha256(path) for path in candidate.checkpoints]
@@ -185,7 +187,9 @@ def _register(
 ) -> ModelVersion:
     """Log the candidate's pyfunc model to the active run and register it as a new version."""
     example = to_tensors(test.read([0]), torch.device("cpu"))["image"].numpy()
-    info = log_model(params, candidate.checkpoints, example, separate=candidate.balancer == STL)
+    info = log_model(
+        params, candidate.checkpoints, example, separate=balancer_class(candidate.balancer).separate_networks
+    )
     registered = mlflow.register_model(
         info.model_uri,
         params.registry.model_name,

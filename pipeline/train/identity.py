@@ -9,7 +9,9 @@ three agree on when two runs are the same. The identity covers every param ``dvc
 from __future__ import annotations
 
 import hashlib
+import json
 
+from pipeline.balancers import balancer_class
 from pipeline.config import Params
 
 # Where a run executes and what is done with it afterwards, not what it trains on (a run's results do not depend
@@ -25,13 +27,15 @@ def run_identity(params: Params, balancer: str | None) -> str:
     already merged into ``params``) do not. ``None``: a sweep, whose trials set the swept balancer's settings:
     the ``tune`` section counts and no balancer's settings do.
     """
-    excluded: dict = {**_NOT_TRAINED_ON, "train": {"balancers"}}
+    excluded: dict = {**_NOT_TRAINED_ON, "train": {"balancers"}} | ({} if balancer is None else {"tune": True})
+    document = params.model_dump(mode="json", exclude=excluded)
     if balancer is None:
-        excluded["balancer"] = True
-    else:
-        excluded["tune"] = True
-        excluded["balancer"] = set(type(params.balancer).model_fields) - {balancer}
-    return hashlib.sha256(params.model_dump_json(exclude=excluded).encode()).hexdigest()
+        del document["balancer"]
+    else:  # the balancer's settings as validated, so a default left out of the file and one written agree
+        settings = balancer_class(balancer).settings_model.of(params, balancer)
+        document["balancer"] = {balancer: settings.model_dump(mode="json")}
+    ordered = {key: document[key] for key in type(params).model_fields if key in document}
+    return hashlib.sha256(json.dumps(ordered, separators=(",", ":")).encode()).hexdigest()
 
 
 def ray_run_name(params: Params, balancer: str, fold: int) -> str:

@@ -31,9 +31,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipeline.balancers import build_balancer
+from pipeline.balancers import balancer_class, build_balancer
 from pipeline.balancers.base import Balancer
-from pipeline.config import STL, Params
+from pipeline.config import Params
 from pipeline.data.folds import ArraySet, FoldData
 from pipeline.errors import ConfigError, DataError
 from pipeline.models import build_model, parameter_count
@@ -150,7 +150,7 @@ class Trainer:
 
         torch.manual_seed(params.seed)  # identical initial weights on every rank
         self.compute = ComputeFormat.from_params(cfg, self.device)
-        network = build_model(params, tasks, separate=balancer_name == STL)
+        network = build_model(params, tasks, separate=balancer_class(balancer_name).separate_networks)
         # Segmentation starts by predicting the training set's class frequencies, as detectors do for rare
         # classes: from a bias of 0 (p = 0.5 everywhere) the first steps spend themselves pushing every pixel
         # to background, and with some seeds the lesion never crossed 0.5 in 8 epochs (README: Reproducibility).

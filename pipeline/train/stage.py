@@ -24,7 +24,8 @@ import numpy as np
 import torch
 
 from pipeline.atomic import atomic_write_json, atomic_write_text
-from pipeline.config import STL, Params, tracking_uri
+from pipeline.balancers import balancer_class, check_methods
+from pipeline.config import Params, tracking_uri
 from pipeline.data.folds import ArraySet, load_test
 from pipeline.models import build_model
 from pipeline.runtime.compute_format import ComputeFormat
@@ -45,6 +46,8 @@ from pipeline.train.progress import EpochReporter
 
 def run(params: Params, balancer: str, data: Path, out_dir: Path, metrics_dir: Path) -> dict[str, Any]:
     """Train ``balancer`` on ``params.folds`` and write its metrics; returns the metrics document."""
+    check_methods(params)
+    balancer_class(balancer)
     tasks = build_tasks(params)
     per_fold: dict[str, Any] = {}
     history: list[dict[str, Any]] = []
@@ -68,7 +71,7 @@ def run(params: Params, balancer: str, data: Path, out_dir: Path, metrics_dir: P
                     else None,
                 )
                 logger.finish(result.history, params.tracking.outage_s)  # what the workers could not deliver
-                model = build_model(params, tasks, separate=balancer == STL)
+                model = build_model(params, tasks, separate=balancer_class(balancer).separate_networks)
                 model.load_state_dict(load_checkpoint(fold_dir / BEST)["model"])
                 test_metrics = evaluate_on_driver(params, model, tasks, test)
                 example = to_tensors(test.read([0]), torch.device("cpu"))["image"]
@@ -83,15 +86,28 @@ def run(params: Params, balancer: str, data: Path, out_dir: Path, metrics_dir: P
                 )
             per_fold[f"fold_{fold}"] = fold_summary(result, test_metrics)
             history.extend(result.history)
+    return write_metrics(tasks, balancer, per_fold, history, test, Path(metrics_dir))
+
+
+def write_metrics(
+    tasks: tuple[Task, ...],
+    balancer: str,
+    per_fold: dict[str, dict[str, Any]],
+    history: list[dict[str, Any]],
+    test: ArraySet,
+    metrics_dir: Path,
+) -> dict[str, Any]:
+    """Write the stage's metrics of ``balancer`` from its :func:`fold_summary` per ``fold_<k>`` and every fold's
+    epoch records: ``folds.json`` (returned), the DVC metrics ``metrics.json`` and the DVC plots ``history.csv``."""
     document = {
         "balancer": balancer,
         "folds": per_fold,
         "mean": mean_over_folds(list(per_fold.values())),
         "baseline": {"test": trivial_baselines(tasks, test)},
     }
-    atomic_write_json(Path(metrics_dir) / "folds.json", document)
-    atomic_write_json(Path(metrics_dir) / "metrics.json", headline(tasks, document))
-    atomic_write_text(Path(metrics_dir) / "history.csv", history_csv(history))
+    atomic_write_json(metrics_dir / "folds.json", document)
+    atomic_write_json(metrics_dir / "metrics.json", headline(tasks, document))
+    atomic_write_text(metrics_dir / "history.csv", history_csv(history))
     return document
 
 

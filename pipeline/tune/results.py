@@ -19,15 +19,15 @@ from typing import Any
 
 import yaml
 
-from pipeline.config import BALANCERS
 from pipeline.tune.grid import GRID_KEYS, atdwa_override
 
 Row = dict[str, Any]
 
 
-def tuned_params_yaml(selected: dict[str, Any]) -> str:
-    """The ``tuned_params.yaml`` text for the selected grid point."""
-    overrides = {name: atdwa_override(selected) if name == "atdwa" else {} for name in BALANCERS}
+def tuned_params_yaml(selected: dict[str, Any], balancers: Sequence[str]) -> str:
+    """The ``tuned_params.yaml`` text for the selected grid point: an overlay for each of ``balancers`` (the
+    swept one's sets the point, the others' are empty)."""
+    overrides = {name: atdwa_override(selected) if name == "atdwa" else {} for name in balancers}
     header = "# Written by `python -m pipeline tune`: the params overlay of each balancer's final training.\n"
     return header + yaml.safe_dump({"overrides": overrides}, sort_keys=False)
 

@@ -25,6 +25,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from ray.tune.schedulers import ASHAScheduler
 
 from pipeline.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
+from pipeline.balancers import balancer_classes, check_methods
 from pipeline.config import Params, tracking_credentials, tracking_uri
 from pipeline.errors import ConfigError, PipelineError
 from pipeline.logs import is_verbose, on_terminal
@@ -52,6 +53,7 @@ DRIVER_MEMORY = 256 * 2**20
 
 def run(params: Params, data: Path, reports: Path) -> dict[str, Any]:
     """Run (or resume) the sweep and write its table, figure and selection under ``reports``; returns the table."""
+    check_methods(params)
     figures = check_selection(params)
     with stage_run(params, "tune", BALANCER, data) as parent:  # connects to MLflow first
         cluster.connect(params)
@@ -87,7 +89,7 @@ def run(params: Params, data: Path, reports: Path) -> dict[str, Any]:
             "selected": selected,
         }
         figure = sensitivity_figure(rows, figures, selected)
-        _write(Path(reports), document, figure, rows)
+        _write(params, Path(reports), document, figure, rows)
         client = MlflowClient()
         client.log_dict(parent.info.run_id, document, TABLE_JSON)
         client.log_figure(parent.info.run_id, figure, FIGURE)
@@ -211,10 +213,11 @@ def _row(result: ray.tune.Result, folds: int) -> dict[str, Any]:
     }
 
 
-def _write(reports: Path, document: dict[str, Any], figure, rows: list[dict[str, Any]]) -> None:
+def _write(params: Params, reports: Path, document: dict[str, Any], figure, rows: list[dict[str, Any]]) -> None:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=120)
     atomic_write_bytes(reports / FIGURE, buffer.getvalue())
     atomic_write_text(reports / TABLE_CSV, table_csv(rows))
-    atomic_write_text(reports / TUNED_PARAMS, tuned_params_yaml(document["selected"]))
+    every_balancer = [*dict.fromkeys((*params.train.balancers, *balancer_classes()))]  # the selected ones first
+    atomic_write_text(reports / TUNED_PARAMS, tuned_params_yaml(document["selected"], every_balancer))
     atomic_write_json(reports / TABLE_JSON, document)

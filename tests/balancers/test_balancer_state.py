@@ -7,8 +7,8 @@ import io
 import pytest
 import torch
 
-from pipeline.balancers import BALANCER_CLASSES, UncertaintyBalancer, build_balancer
-from pipeline.config import BALANCERS, parse_params
+from pipeline.balancers import UncertaintyBalancer, balancer_classes, build_balancer
+from pipeline.config import DEFAULT_BALANCERS, parse_params
 from pipeline.errors import ConfigError
 from pipeline.models import AttentionUNetMTL
 from pipeline.runtime.comm import LocalComm
@@ -62,8 +62,10 @@ def checkpoint(state: dict) -> dict:
     return torch.load(buffer, weights_only=True)
 
 
-def test_registry_covers_the_configurable_balancers():
-    assert set(BALANCER_CLASSES) == set(BALANCERS)
+def test_every_balancer_file_registers_its_balancer_and_the_default_trains_them_all():
+    assert (
+        set(balancer_classes()) == set(DEFAULT_BALANCERS) == {"equal", "uncertainty", "gradnorm", "dwa", "atdwa", "stl"}
+    )
 
 
 def test_unknown_balancer_is_a_config_error_listing_the_choices():
@@ -88,7 +90,7 @@ def test_build_balancer_reads_its_params_section():
     assert build_balancer("equal", NAMES, params).temperature() is None
 
 
-@pytest.mark.parametrize("name", sorted(BALANCERS))
+@pytest.mark.parametrize("name", sorted(balancer_classes()))
 def test_resumed_balancer_continues_identically(name):
     model = make_model()
     original = build_balancer(name, NAMES, parse_params({}))

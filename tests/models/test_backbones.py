@@ -1,4 +1,4 @@
-"""Every backbone in MODELS: logits of each head's shape for the breast and wound task sets, one real
+"""Every registered backbone (MODELS): logits of each head's shape for the breast and wound task sets, one real
 training step under every balancer, and heads that own their parameters while GradNorm's layer sees them all."""
 
 from __future__ import annotations
@@ -10,14 +10,18 @@ import pytest
 import torch
 from torch import nn
 
-from pipeline.config import BALANCERS, MODELS, Params
+from pipeline.balancers import balancer_classes
+from pipeline.config import Params
 from pipeline.data.folds import FoldData
 from pipeline.errors import ConfigError
-from pipeline.models import build_model
+from pipeline.models import build_model, model_classes
 from pipeline.models.base import MultiTaskModel
 from pipeline.tasks import Task
 from pipeline.train.loop import Trainer
 from tests.conftest import tiny_params
+
+MODELS = tuple(model_classes())
+BALANCERS = tuple(balancer_classes())
 
 BREAST = (
     Task("lesion", "binary_segmentation", "mask", 1, ("background", "foreground")),

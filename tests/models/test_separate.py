@@ -8,14 +8,13 @@ import pytest
 import torch
 
 from pipeline.balancers import build_balancer
-from pipeline.config import MODELS, STL
-from pipeline.models import build_model, parameter_count
+from pipeline.models import build_model, model_classes, parameter_count
 from pipeline.runtime.device import to_tensors
 from pipeline.train.loop import forward_backward
 from tests.models.test_backbones import BATCH, WOUND, RandomRows, image_size, small_params
 
 
-@pytest.mark.parametrize("model_name", MODELS)
+@pytest.mark.parametrize("model_name", sorted(model_classes()))
 def test_each_task_gets_a_whole_network_of_its_own(model_name):
     params = small_params(model_name)
     torch.manual_seed(0)
@@ -34,7 +33,7 @@ def test_an_stl_step_gives_each_network_the_gradient_of_its_own_task_alone():
     batch = to_tensors(RandomRows(BATCH, image_size("unet")).read(range(BATCH)), torch.device("cpu"))
     alone = {t.name: copy.deepcopy(stl.networks[t.name]) for t in WOUND}
     forward_backward(
-        stl, build_balancer(STL, [t.name for t in WOUND], params), WOUND, [t.loss_fn() for t in WOUND], batch
+        stl, build_balancer("stl", [t.name for t in WOUND], params), WOUND, [t.loss_fn() for t in WOUND], batch
     )
     for task in WOUND:
         network = alone[task.name]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pipeline.balancers import BALANCER_CLASSES
+from pipeline.balancers import balancer_classes
 from pipeline.data.folds import load_fold
 from pipeline.runtime.device import to_tensors
 from pipeline.tasks import build_tasks
@@ -24,7 +24,7 @@ META = torch.device("meta")
 LEARNED_PER_STEP = ("uncertainty", "gradnorm")  # their weights change every step, on the device
 
 
-@pytest.mark.parametrize("balancer", sorted(BALANCER_CLASSES))
+@pytest.mark.parametrize("balancer", sorted(balancer_classes()))
 def test_a_trainer_keeps_every_optimised_tensor_on_its_device_and_reads_nothing_back(tiny_data, balancer):
     params = tiny_params(train={"batch_size": 4})
     trainer = Trainer(params, build_tasks(params), balancer, load_fold(tiny_data, 0), fold=0, device=META)

@@ -16,7 +16,8 @@ import ray.train
 import ray.train.torch
 import torch
 
-from pipeline.config import BALANCERS, deep_merge, parse_params
+from pipeline.balancers import balancer_classes
+from pipeline.config import deep_merge, parse_params
 from pipeline.data.folds import load_fold
 from pipeline.errors import ConfigError, PipelineError
 from pipeline.tasks import build_tasks
@@ -72,7 +73,7 @@ def train_every_balancer(config: dict[str, Any]) -> None:
     """Ray Train worker: the production Trainer over TorchComm for each balancer; rank 0 saves the results."""
     params = parse_params(config["params"])
     data = load_fold(Path(config["data_root"]), 0)
-    for balancer in BALANCERS:
+    for balancer in balancer_classes():
         trainer = Trainer(
             params,
             build_tasks(params),
@@ -108,7 +109,7 @@ def test_two_workers_equal_one_worker_accumulating_two_chunks(on_cluster, tmp_pa
     # statistics legitimately differ (per-rank updates averaged per epoch vs sequential micro-batch
     # updates), and so do validation figures, which is why neither is compared.
     one_worker = small_params(DDP, train={"grad_accum_steps": 2})
-    for balancer in BALANCERS:
+    for balancer in balancer_classes():
         reference = Trainer(one_worker, build_tasks(one_worker), balancer, fold, 0, device=torch.device("cpu"))
         reference.fit()
         expected, got = _final_state(reference), torch.load(tmp_path / f"{balancer}.pt", weights_only=True)

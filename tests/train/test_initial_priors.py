@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from pipeline.data.folds import load_fold
-from pipeline.models import MODEL_BUILDERS, build_model
+from pipeline.models import build_model, model_classes
 from pipeline.tasks import Task, build_tasks
 from pipeline.train.loop import Trainer
 from tests.conftest import tiny_params
@@ -30,7 +30,7 @@ def test_prior_logits_give_back_the_class_frequencies_through_the_tasks_activati
     assert p.tolist() == pytest.approx([0.7, 0.2, 0.1, 0.0], abs=2e-4)  # an absent class: 1e-4, finite
 
 
-@pytest.mark.parametrize("name", sorted(MODEL_BUILDERS))
+@pytest.mark.parametrize("name", sorted(model_classes()))
 def test_every_backbone_names_the_layer_whose_bias_is_the_logit_offset(name):
     params = tiny_params(model={"name": name}, data={"image_size": 64})
     model = build_model(params, build_tasks(params)).eval()
