@@ -51,10 +51,16 @@ class MethodSettings(_Strict):
     def of(cls, params: Params, name: str) -> Self:
         """``params.balancer.<name>`` validated (absent: every default); a bad value raises :class:`ConfigError`
         naming the params file and the dotted key."""
+        return cls.validated(params.balancer.get(name) or {}, params.source, ("balancer", name))
+
+    @classmethod
+    def validated(cls, values: Mapping[str, Any], source: str, where: tuple[str, ...]) -> Self:
+        """``values`` validated; a bad one raises :class:`ConfigError` naming ``source`` and the key under
+        ``where`` (e.g. ``("tune", "grid")``)."""
         try:
-            return cls.model_validate(params.balancer.get(name) or {})
+            return cls.model_validate(values)
         except ValidationError as exc:
-            raise ConfigError(_format_errors(params.source, exc, ("balancer", name))) from None
+            raise ConfigError(_format_errors(source, exc, where)) from None
 
 
 class SyntheticParams(_Strict):
@@ -287,27 +293,28 @@ class AshaParams(_Strict):
 
 
 class TuneParams(_Strict):
-    """The Ray Tune grid over ATDWA's γ, T0 and window; every trial trains every fold of ``train.folds``."""
+    """The Ray Tune grid over the settings of one method; every trial trains every fold of ``train.folds``."""
 
-    gamma: tuple[float, ...] = (0.2, 0.5, 0.8)
-    t0: tuple[float, ...] = (1.0, 2.0)
-    window: tuple[int, ...] = (3,)
+    balancer: str = Field("atdwa", description="the method swept (a balancer of pipeline.balancers, checked there)")
+    grid: dict[str, tuple[int | float, ...]] = Field(
+        default_factory=lambda: {"gamma": (0.2, 0.5, 0.8), "t0": (1.0, 2.0), "window": (3,)},
+        description="values per setting of balancer.<tune.balancer>; every combination is a trial",
+    )
     epochs: int | None = Field(None, ge=1, description="epochs per fold in the sweep; null = train.epochs")
     max_concurrent_trials: int = Field(1, ge=1, description="trials trained at once (each takes one training job)")
     selection: TuneSelectionParams = TuneSelectionParams()
     asha: AshaParams = AshaParams()
 
-    @field_validator("gamma", "t0", "window")
+    @field_validator("grid")
     @classmethod
-    def _grid(cls, v: tuple[float, ...], info) -> tuple[float, ...]:
+    def _grid(cls, v: dict[str, tuple[int | float, ...]]) -> dict[str, tuple[int | float, ...]]:
         if not v:
-            raise ValueError("the grid is empty; give at least one value")
-        if len(set(v)) != len(v):
-            raise ValueError(f"values must be distinct, got {list(v)}")
-        low, strict = {"gamma": (0.0, False), "t0": (0.0, True), "window": (2, False)}[info.field_name]
-        bad = [x for x in v if x < low or (strict and x == low)]
-        if bad:
-            raise ValueError(f"{bad} out of range: every value must be {'>' if strict else '>='} {low}")
+            raise ValueError("the grid is empty; give at least one setting and its values")
+        for key, values in v.items():
+            if not values:
+                raise ValueError(f"{key}: no values; give at least one")
+            if len(set(values)) != len(values):
+                raise ValueError(f"{key}: values must be distinct, got {list(values)}")
         return v
 
 
@@ -401,9 +408,10 @@ is WING-MTL: wound-region and tissue-type segmentation of wound photographs with
 """
 
 
-WHOLE_VALUES = ("floors",)
+WHOLE_VALUES = ("floors", "grid")
 """Mappings that :func:`deep_merge` replaces rather than merges: an override that gives ``registry.floors`` sets
-the floors, merging key by key would keep floors of tasks it does not configure."""
+the floors, merging key by key would keep floors of tasks it does not configure; one that gives ``tune.grid``
+sets the grid, which may be over another method's settings."""
 
 
 class Params(_Strict):

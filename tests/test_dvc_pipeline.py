@@ -49,8 +49,7 @@ def test_repro_is_incremental(tmp_path):
         {
             "train": {"balancers": ["equal", "atdwa"], "epochs": 1, "folds": [0]},
             "tune": {
-                "gamma": [0.5, 0.8],
-                "t0": [2.0],
+                "grid": {"gamma": [0.5, 0.8], "t0": [2.0], "window": [3]},
                 "epochs": 1,
                 "max_concurrent_trials": 2,  # trials side by side: their epoch lines must all show
                 "selection": {"rule": "min_mean_val_loss"},
@@ -79,7 +78,7 @@ def test_repro_is_incremental(tmp_path):
     assert "up to date" in _dvc(tmp_path, "status")
     assert _ran(_dvc(tmp_path, "repro")) == set()
 
-    params["tune"]["gamma"] = [0.5, 0.8, 0.9]
+    params["tune"]["grid"]["gamma"] = [0.5, 0.8, 0.9]
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     ran = _ran(_dvc(tmp_path, "repro"))
     # train@equal does not depend on the sweep; train@atdwa and what follows re-run if the selection changed
@@ -93,10 +92,11 @@ def test_repro_is_incremental(tmp_path):
 
 
 def _assert_only_touched_stages_change(root: Path, params: dict) -> None:
-    """One balancer's settings are that balancer's stage's alone; listing another balancer adds a stage and
+    """One balancer's settings are that balancer's stage's alone (and the sweep's, when it is the balancer swept:
+    the settings the grid leaves out come from there); listing another balancer adds a stage and
     changes the stages that gather all of them, never the balancers already trained."""
     for change, changed in (
-        ({"balancer": {"atdwa": {"t0": 3.0}}}, {"train@atdwa"}),
+        ({"balancer": {"atdwa": {"t0": 3.0}}}, {"tune", "train@atdwa"}),  # the swept balancer: the sweep too
         ({"balancer": {"gradnorm": {"alpha": 1.0}}}, set()),  # not in train.balancers
         ({"train": {"balancers": ["equal", "atdwa", "dwa"]}}, {"train@dwa", "evaluate", "promote"}),
     ):
@@ -125,7 +125,7 @@ def _assert_readable_log(output: str, params: dict) -> None:
     balancers, epochs = params["train"]["balancers"], params["train"]["epochs"]
     assert sorted(trained) == sorted((b, str(e)) for b in balancers for e in range(epochs))  # each once
     swept = re.findall(r"^\[atdwa gamma=([\d.]+) t0=\S+ window=\d+ fold 0" + epoch, output, re.MULTILINE)
-    grid, sweep_epochs = params["tune"]["gamma"], params["tune"]["epochs"]
+    grid, sweep_epochs = params["tune"]["grid"]["gamma"], params["tune"]["epochs"]
     assert sorted(swept) == sorted((str(g), str(e)) for g in grid for e in range(sweep_epochs))
 
 

@@ -47,7 +47,26 @@ def check_methods(params: Params) -> None:
             raise ConfigError(f"{params.source}: {key}: unknown balancers {unknown}; expected names of {known}")
     for name, cls in balancer_classes().items():
         cls.settings_model.of(params, name)
+    _check_sweep(params)
     check_model(params)
+
+
+def _check_sweep(params: Params) -> None:
+    """``tune.balancer`` is a registered balancer and every value of ``tune.grid`` is a valid setting of it."""
+    swept = balancer_classes().get(params.tune.balancer)
+    if swept is None:
+        raise ConfigError(
+            f"{params.source}: tune.balancer = {params.tune.balancer!r}: expected one of {sorted(balancer_classes())}"
+        )
+    settings = swept.settings_model.model_fields
+    unknown = [key for key in params.tune.grid if key not in settings]
+    if unknown:
+        raise ConfigError(
+            f"{params.source}: tune.grid: {unknown} are not settings of {swept.name}; its settings are {list(settings)}"
+        )
+    for key, values in params.tune.grid.items():
+        for value in values:
+            swept.settings_model.validated({key: value}, params.source, ("tune", "grid"))
 
 
 def build_balancer(name: str, task_names: Sequence[str], params: Params) -> Balancer:

@@ -24,7 +24,6 @@ TABLE_III_DIGITS = {
     "step_time_median_ms": 1,
     "epoch_time_max_s": 2,
 }
-TUNE_KEYS = ("gamma", "t0", "window")
 ABSENT = "—"
 
 
@@ -173,25 +172,27 @@ def comparisons(statistics: Mapping[str, Any], summary: Mapping[str, Any]) -> li
 
 
 def tuning(tune: Mapping[str, Any] | None) -> list[Block]:
-    """The ATDWA sweep's table (selected row in bold) and selection rule, or a line saying it has not run.
+    """The sweep's table (selected row in bold) and selection rule, or a line saying it has not run.
 
-    ``tune``: ``{"rows": [{"gamma", "t0", "window", "status", "folds_done", "<figure>_mean",
-    "<figure>_std", ...}], "selected": {"gamma", "t0", "window"}, "rule": str, "metric": str}`` or None.
+    ``tune``: ``{"rows": [{<swept setting>..., "status", "folds_done", "<figure>_mean", "<figure>_std", ...}],
+    "selected": {<swept setting>: value, ...}, "rule": str, "metric": str}`` or None (ATDWA's settings are
+    ``gamma``, ``t0`` and ``window``).
     The table shows the figure the rule ranks by and the validation loss, as mean ± std across folds.
     """
     if tune is None:
         return [Paragraph("The ATDWA hyper-parameter sweep has not run (`reports/tune.json` does not exist).")]
     selected, rule = tune["selected"], tune["rule"]
+    keys = tuple(selected)
     ranked = rule.removeprefix("max_mean_") if rule.startswith("max_mean_") else tune.get("metric", "val_loss")
     figures = list(dict.fromkeys([ranked if rule != "min_mean_val_loss" else "val_loss", "val_loss"]))
     rows = []
     for row in tune["rows"]:
-        bold = all(row.get(k) == selected.get(k) for k in TUNE_KEYS)
-        cells = [_number(row.get(k)) for k in TUNE_KEYS] + [str(row.get("status", "")), _number(row.get("folds_done"))]
+        bold = all(row.get(k) == selected.get(k) for k in keys)
+        cells = [_number(row.get(k)) for k in keys] + [str(row.get("status", "")), _number(row.get("folds_done"))]
         cells += [_mean_std({"mean": _nan(row.get(f"{f}_mean")), "std": _nan(row.get(f"{f}_std"))}, 4) for f in figures]
         rows.append(tuple(Cell(c, bold=bold) for c in cells))
-    choice = ", ".join(f"{k} = {_number(selected.get(k))}" for k in TUNE_KEYS)
-    columns = (*TUNE_KEYS, "status", "folds", *(f"{f} (val, mean ± std)" for f in figures))
+    choice = ", ".join(f"{k} = {_number(selected.get(k))}" for k in keys)
+    columns = (*keys, "status", "folds", *(f"{f} (val, mean ± std)" for f in figures))
     return [Paragraph(f"Selected {choice} (bold row). Rule: {rule}"), Table(columns, tuple(rows))]
 
 

@@ -24,16 +24,16 @@ def run_identity(params: Params, balancer: str | None) -> str:
 
     ``balancer`` given: a training run. Its own ``balancer.<name>`` settings count, other balancers' settings,
     ``train.balancers`` (which other stages exist) and the ``tune`` section (the sweep that picked the settings,
-    already merged into ``params``) do not. ``None``: a sweep, whose trials set the swept balancer's settings:
-    the ``tune`` section counts and no balancer's settings do.
+    already merged into ``params``) do not. ``None``: a sweep of ``tune.balancer``: the ``tune`` section counts,
+    and of the balancers' settings only the swept one's that the grid does not set.
     """
     excluded: dict = {**_NOT_TRAINED_ON, "train": {"balancers"}} | ({} if balancer is None else {"tune": True})
     document = params.model_dump(mode="json", exclude=excluded)
-    if balancer is None:
-        del document["balancer"]
-    else:  # the balancer's settings as validated, so a default left out of the file and one written agree
-        settings = balancer_class(balancer).settings_model.of(params, balancer)
-        document["balancer"] = {balancer: settings.model_dump(mode="json")}
+    name = params.tune.balancer if balancer is None else balancer
+    # the balancer's settings as validated, so a default left out of the file and one written agree
+    settings = balancer_class(name).settings_model.of(params, name).model_dump(mode="json")
+    swept = set(params.tune.grid) if balancer is None else set()
+    document["balancer"] = {name: {key: value for key, value in settings.items() if key not in swept}}
     ordered = {key: document[key] for key in type(params).model_fields if key in document}
     return hashlib.sha256(json.dumps(ordered, separators=(",", ":")).encode()).hexdigest()
 

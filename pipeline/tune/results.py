@@ -19,22 +19,22 @@ from typing import Any
 
 import yaml
 
-from pipeline.tune.grid import GRID_KEYS, atdwa_override
+from pipeline.tune.grid import settings_override
 
 Row = dict[str, Any]
 
 
-def tuned_params_yaml(selected: dict[str, Any], balancers: Sequence[str]) -> str:
-    """The ``tuned_params.yaml`` text for the selected grid point: an overlay for each of ``balancers`` (the
-    swept one's sets the point, the others' are empty)."""
-    overrides = {name: atdwa_override(selected) if name == "atdwa" else {} for name in balancers}
+def tuned_params_yaml(selected: dict[str, Any], swept: str, balancers: Sequence[str]) -> str:
+    """The ``tuned_params.yaml`` text for the grid point ``selected`` of balancer ``swept``: an overlay for each of
+    ``balancers`` (the swept one's sets the point, the others' are empty)."""
+    overrides = {name: settings_override(swept, selected) if name == swept else {} for name in balancers}
     header = "# Written by `python -m pipeline tune`: the params overlay of each balancer's final training.\n"
     return header + yaml.safe_dump({"overrides": overrides}, sort_keys=False)
 
 
-def table_csv(rows: Sequence[Row]) -> str:
-    """The rows as CSV text; grid keys first, then the other columns in first-seen order."""
-    columns = list(dict.fromkeys([*GRID_KEYS, *(k for row in rows for k in row)]))
+def table_csv(rows: Sequence[Row], keys: Sequence[str]) -> str:
+    """The rows as CSV text; the grid ``keys`` first, then the other columns in first-seen order."""
+    columns = list(dict.fromkeys([*keys, *(k for row in rows for k in row)]))
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
     writer.writeheader()

@@ -1,6 +1,7 @@
-"""The ``tune`` stage: a Ray Tune grid over ATDWA's γ, T0 and window, each trial cross-validated.
+"""The ``tune`` stage: a Ray Tune grid over settings of one balancer (``tune.balancer``, by default ATDWA's γ, T0
+and window), each trial cross-validated.
 
-Before anything is launched it checks the sweep can run: the grid is valid (params), the selection
+Before anything is launched it checks the sweep can run: the grid holds valid settings of the balancer, the selection
 rule names a figure the trials will report and has the folds it needs, and ``tune.max_concurrent_trials``
 training jobs fit on the Ray cluster at once. Then one Tune experiment named after the params runs
 (:mod:`pipeline.tune.trial`); when an experiment of that name exists under ``ray.storage_path`` — a
@@ -37,11 +38,11 @@ from pipeline.train import cluster
 from pipeline.train.distributed import storage_path
 from pipeline.train.identity import run_identity
 from pipeline.tune.figure import sensitivity_figure
-from pipeline.tune.grid import GRID_KEYS, grid_size, param_space, trial_key
+from pipeline.tune.grid import grid_keys, grid_size, param_space, trial_key
 from pipeline.tune.results import json_safe, table_csv, tuned_params_yaml
 from pipeline.tune.selection import select
 from pipeline.tune.statistics import VAL_LOSS
-from pipeline.tune.trial import BALANCER, SweepContext, run_trial
+from pipeline.tune.trial import SweepContext, run_trial
 
 TABLE_JSON = "tune.json"
 TABLE_CSV = "tune.csv"
@@ -55,7 +56,8 @@ def run(params: Params, data: Path, reports: Path) -> dict[str, Any]:
     """Run (or resume) the sweep and write its table, figure and selection under ``reports``; returns the table."""
     check_methods(params)
     figures = check_selection(params)
-    with stage_run(params, "tune", BALANCER, data) as parent:  # connects to MLflow first
+    keys = grid_keys(params.tune)
+    with stage_run(params, "tune", params.tune.balancer, data) as parent:  # connects to MLflow first
         cluster.connect(params)
         check_concurrency(params, ray.cluster_resources().get("CPU", 0))
         sweep = sweep_name(params)
@@ -71,16 +73,19 @@ def run(params: Params, data: Path, reports: Path) -> dict[str, Any]:
         )
         grid = _tuner(params, context).fit()
         _adopt_earlier_runs(context)
-        rows = sorted((_row(result, len(params.folds)) for result in grid), key=lambda row: [row[k] for k in GRID_KEYS])
+        rows = sorted(
+            (_row(result, keys, len(params.folds)) for result in grid), key=lambda row: [row[k] for k in keys]
+        )
         failed = [row["trial"] for row in rows if row["status"] == "error"]
         if failed:
             raise PipelineError(
                 f"tune sweep {sweep!r}: trials {failed} failed (see the Ray output above); re-run to resume them"
             )
         selected_row = select(rows, params.tune.selection, len(params.folds))
-        selected = {key: selected_row[key] for key in GRID_KEYS}
+        selected = {key: selected_row[key] for key in keys}
         document = {
             "sweep": sweep,
+            "balancer": params.tune.balancer,
             "rule": params.tune.selection.rule,
             "metric": params.tune.selection.metric,
             "folds": list(params.folds),
@@ -88,7 +93,7 @@ def run(params: Params, data: Path, reports: Path) -> dict[str, Any]:
             "rows": json_safe(rows),
             "selected": selected,
         }
-        figure = sensitivity_figure(rows, figures, selected)
+        figure = sensitivity_figure(params.tune.balancer, rows, figures, selected)
         _write(params, Path(reports), document, figure, rows)
         client = MlflowClient()
         client.log_dict(parent.info.run_id, document, TABLE_JSON)
@@ -100,9 +105,8 @@ def run(params: Params, data: Path, reports: Path) -> dict[str, Any]:
 
 
 def sweep_name(params: Params) -> str:
-    """The Tune experiment name: the same exactly when the sweep is (:func:`run_identity` of a sweep; the grid
-    sets all of ATDWA's params)."""
-    return f"tune-{BALANCER}-{run_identity(params, None)[:12]}"
+    """The Tune experiment name: the same exactly when the sweep is (:func:`run_identity` of a sweep)."""
+    return f"tune-{params.tune.balancer}-{run_identity(params, None)[:12]}"
 
 
 def check_selection(params: Params) -> list[str]:
@@ -199,13 +203,13 @@ def _adopt_earlier_runs(context: SweepContext) -> None:
             client.set_terminated(run.info.run_id, RunStatus.to_string(RunStatus.KILLED))
 
 
-def _row(result: ray.tune.Result, folds: int) -> dict[str, Any]:
+def _row(result: ray.tune.Result, keys: tuple[str, ...], folds: int) -> dict[str, Any]:
     metrics = result.metrics or {}
     figures = {k: v for k, v in metrics.items() if k.endswith(("_mean", "_std"))}
     folds_done = int(metrics.get("folds_done", 0))
     status = "error" if result.error is not None else "complete" if folds_done == folds else "stopped early"
     return {
-        **{key: result.config[key] for key in GRID_KEYS},
+        **{key: result.config[key] for key in keys},
         "trial": trial_key(result.config),
         "status": status,
         "folds_done": folds_done,
@@ -217,7 +221,8 @@ def _write(params: Params, reports: Path, document: dict[str, Any], figure, rows
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=120)
     atomic_write_bytes(reports / FIGURE, buffer.getvalue())
-    atomic_write_text(reports / TABLE_CSV, table_csv(rows))
+    atomic_write_text(reports / TABLE_CSV, table_csv(rows, grid_keys(params.tune)))
     every_balancer = [*dict.fromkeys((*params.train.balancers, *balancer_classes()))]  # the selected ones first
-    atomic_write_text(reports / TUNED_PARAMS, tuned_params_yaml(document["selected"], every_balancer))
+    tuned = tuned_params_yaml(document["selected"], params.tune.balancer, every_balancer)
+    atomic_write_text(reports / TUNED_PARAMS, tuned)
     atomic_write_json(reports / TABLE_JSON, document)

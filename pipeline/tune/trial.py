@@ -1,4 +1,4 @@
-"""One Ray Tune trial: ATDWA at one grid point, trained on every fold, reported fold by fold.
+"""One Ray Tune trial: the swept balancer (``tune.balancer``) at one grid point, trained on every fold, reported fold by fold.
 
 The trial is the unit the sweep compares — its figure is the mean ± std across folds — so the folds
 run inside it, one after the other, rather than as a grid dimension: the std is then computed where
@@ -15,7 +15,7 @@ of the folds done; a restored trial skips those. An interrupted fold resumes fro
 its experiment state at most every 10 s, so a fold reported just before the driver died may be missing from
 the restored trial: it then resumes from that finished checkpoint, trains no epoch and is reported again.
 
-MLflow: a run per trial (tags ``tune_sweep``, ``tune_trial``, ``tune_run: trial``, γ/T0/window as params), a
+MLflow: a run per trial (tags ``tune_sweep``, ``tune_trial``, ``tune_run: trial``, the grid point as ``balancer.<name>.<setting>`` params), a
 child run per fold (``tune_run: fold``, ``fold``) with its per-epoch losses, task weights and temperature; a
 restored trial re-uses both.
 """
@@ -42,10 +42,9 @@ from pipeline.train.distributed import run_fold
 from pipeline.train.identity import ray_run_name
 from pipeline.train.loop import EpochCallback, FoldResult, Trainer
 from pipeline.train.progress import EpochReporter
-from pipeline.tune.grid import GRID_KEYS, trial_key, trial_params
+from pipeline.tune.grid import trial_key, trial_params
 from pipeline.tune.statistics import across_folds, fold_figures
 
-BALANCER = "atdwa"
 FOLDS_FILE = "folds.json"
 
 
@@ -70,7 +69,7 @@ def run_trial(config: dict[str, Any], context: SweepContext) -> None:
     """Tune's function trainable: train the grid point ``config`` on every fold, reporting after each."""
     use_tracking_credentials(context.tracking_credentials)
     params = trial_params(parse_params(context.params, "tune sweep params"), config)
-    key = trial_key(config)
+    key, balancer = trial_key(config), params.tune.balancer
     done = _folds_done(ray.tune.get_checkpoint())
     client = MlflowClient(context.tracking_uri)
     # A trial's fold runs carry its identity tags too: ``tune_run`` tells the levels apart, so a resumed trial
@@ -81,8 +80,9 @@ def run_trial(config: dict[str, Any], context: SweepContext) -> None:
         context.experiment_id,
         context.parent_run_id,
         run_name("tune", key),
-        tags={**identity, "tune_run": "trial", "stage": "tune", "balancer": BALANCER},
-        params={f"balancer.atdwa.{k}": str(config[k]) for k in GRID_KEYS} | {"train.epochs": str(params.train.epochs)},
+        tags={**identity, "tune_run": "trial", "stage": "tune", "balancer": balancer},
+        params={f"balancer.{balancer}.{k}": str(v) for k, v in config.items()}
+        | {"train.epochs": str(params.train.epochs)},
         identity=(*identity, "tune_run"),
         outage_s=params.tracking.outage_s,
     ) as trial_run:
@@ -94,12 +94,12 @@ def run_trial(config: dict[str, Any], context: SweepContext) -> None:
                 context.experiment_id,
                 trial_run,
                 run_name(key, f"fold {fold}"),
-                tags={**identity, "tune_run": "fold", "stage": "tune", "balancer": BALANCER, "fold": str(fold)},
+                tags={**identity, "tune_run": "fold", "stage": "tune", "balancer": balancer, "fold": str(fold)},
                 identity=(*identity, "tune_run", "fold"),
                 outage_s=params.tracking.outage_s,
             ) as fold_run:
                 logger = EpochLogger(context.tracking_uri, fold_run)
-                result = _train_fold(params, fold, Path(context.data_root), EpochReporter(logger, f"{BALANCER} {key}"))
+                result = _train_fold(params, fold, Path(context.data_root), EpochReporter(logger, f"{balancer} {key}"))
                 logger.finish(result.history, params.tracking.outage_s)
                 figures = fold_figures(result.best_val_loss, result.val_metrics)
                 client.log_batch(fold_run, metrics=numeric_metrics({f"best/{k}": v for k, v in figures.items()}, 0))
@@ -111,11 +111,12 @@ def run_trial(config: dict[str, Any], context: SweepContext) -> None:
 
 def _train_fold(params: Params, fold: int, data_root: Path, on_epoch: EpochCallback) -> FoldResult:
     folder = Path(ray.tune.get_context().get_trial_dir()) / f"fold_{fold}"
+    balancer = params.tune.balancer
     if params.ray.num_workers == 1:
-        trainer = Trainer(params, build_tasks(params), BALANCER, load_fold(data_root, fold), fold)
+        trainer = Trainer(params, build_tasks(params), balancer, load_fold(data_root, fold), fold)
         return trainer.fit(DirectoryStore(folder), on_epoch=on_epoch)
     return run_fold(
-        params, BALANCER, fold, data_root, folder, ray_run_name(params, BALANCER, fold), epoch_callback=on_epoch
+        params, balancer, fold, data_root, folder, ray_run_name(params, balancer, fold), epoch_callback=on_epoch
     )
 
 

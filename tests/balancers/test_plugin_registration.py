@@ -1,6 +1,6 @@
 """A balancer is one file: dropped into the balancers package (here a folder added to its ``__path__``), it is a
 method ``train.balancers`` can name, its settings ``balancer.<name>`` are validated by its own model, it trains,
-and the evaluate and promote stages take it by name. Nothing else is edited.
+the sweep can tune its settings, and the evaluate and promote stages take it by name. Nothing else is edited.
 
 Training runs in this process (:class:`~pipeline.train.loop.Trainer`, as a Ray worker runs it): Ray's worker
 processes import the installed package, which does not hold a test's temporary file.
@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 import pipeline.balancers
-from pipeline.balancers import balancer_class, balancer_classes, check_methods
-from pipeline.config import deep_merge
+from pipeline.balancers import balancer_class, balancer_classes, build_balancer, check_methods
+from pipeline.config import deep_merge, with_overlay
 from pipeline.data.folds import load_fold, load_test
 from pipeline.errors import ConfigError
 from pipeline.evaluate import stage as evaluate_stage
@@ -27,6 +27,8 @@ from pipeline.tasks import build_tasks
 from pipeline.train.checkpoint import save_checkpoint
 from pipeline.train.loop import Trainer
 from pipeline.train.stage import evaluate_on_driver, fold_summary, write_metrics
+from pipeline.tune.grid import grid_size, trial_params
+from pipeline.tune.results import tuned_params_yaml
 from tests.conftest import isolated_mlflow, tiny_params
 
 TOY_MODULE = "pipeline.balancers.first_task_first"
@@ -101,6 +103,22 @@ def test_a_new_balancer_file_is_registered_with_its_settings(toy_balancer, tmp_p
     check_methods(_params(tmp_path))
     with pytest.raises(ConfigError, match=r"tiny params: balancer.toy.first_weight = 0: Input should be greater"):
         check_methods(_params(tmp_path, balancer={"toy": {"first_weight": 0}}))
+
+
+def test_a_new_balancer_is_tunable_by_name(toy_balancer, tmp_path):
+    """The sweep's grid over its settings is checked by its settings model, a trial's params set them, and the
+    selected point reaches its training through ``tuned_params.yaml`` (the sweep itself runs Ray trials, whose
+    processes cannot import a test's temporary file: tests/tune/test_sweep.py sweeps DWA through Ray)."""
+    params = _params(tmp_path, tune={"balancer": "toy", "grid": {"first_weight": [1.0, 4.0]}})
+    check_methods(params)
+    with pytest.raises(ConfigError, match=r"tune.grid.first_weight = -1.0: Input should be greater than 0"):
+        check_methods(_params(tmp_path, tune={"balancer": "toy", "grid": {"first_weight": [-1.0]}}))
+    assert grid_size(params.tune) == 2
+    trial = trial_params(params, {"first_weight": 4.0})
+    assert build_balancer("toy", ["lesion", "diagnosis"], trial).weights().tolist() == [4.0, 1.0]
+    (tmp_path / "tuned.yaml").write_text(tuned_params_yaml({"first_weight": 4.0}, "toy", ["equal", "toy"]))
+    tuned = with_overlay(params, tmp_path / "tuned.yaml", "toy")
+    assert build_balancer("toy", ["lesion", "diagnosis"], tuned).weights().tolist() == [4.0, 1.0]
 
 
 def test_a_new_balancer_file_trains_and_is_evaluated_and_promoted_by_name(toy_balancer, tiny_data, tmp_path):

@@ -119,7 +119,7 @@ def test_a_sweep_logs_its_trials_from_their_ray_processes(on_cluster, team_serve
     params = tiny_params(
         model={"width": 8},
         train={"epochs": 1, "folds": [0]},
-        tune={"gamma": [0.5], "t0": [2.0], "selection": {"rule": "min_mean_val_loss"}},
+        tune={"grid": {"gamma": [0.5], "t0": [2.0]}, "selection": {"rule": "min_mean_val_loss"}},
         tracking={"uri": team_server.url, "experiment": "team-tune", "system_metrics": False},
         ray={"storage_path": str(tmp_path / "ray_results")},
     )

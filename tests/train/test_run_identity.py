@@ -13,7 +13,7 @@ from tests.conftest import tiny_params
     [
         {"balancer": {"atdwa": {"t0": 3.0}}},  # another balancer's settings
         {"train": {"balancers": ["dwa"]}},  # which other balancers are trained
-        {"tune": {"gamma": [0.1]}},  # the sweep that picked the settings (already merged into the params)
+        {"tune": {"grid": {"gamma": [0.1]}}},  # the sweep that picked the settings (already merged into the params)
         {"ray": {"num_workers": 2}},  # where it runs: results do not depend on the worker count
         {"evaluate": {"alpha": 0.01}},
         {"registry": {"min_improvement": 0.1}},
@@ -44,9 +44,13 @@ def test_balancers_and_folds_are_different_runs():
     assert ray_run_name(params, "dwa", 0) != ray_run_name(params, "dwa", 1)
 
 
-def test_a_sweep_changes_with_its_grid_not_with_any_balancers_settings():
+def test_a_sweep_changes_with_its_grid_and_the_settings_it_does_not_sweep_only():
     assert sweep_name(tiny_params(balancer={"atdwa": {"t0": 3.0}, "dwa": {"temperature": 3.0}})) == sweep_name(
         tiny_params()
     )
-    assert sweep_name(tiny_params(tune={"gamma": [0.1]})) != sweep_name(tiny_params())
+    assert sweep_name(tiny_params(tune={"grid": {"gamma": [0.1]}})) != sweep_name(tiny_params())
+    gamma_only = {"grid": {"gamma": [0.5]}}  # t0 and window come from balancer.atdwa
+    assert sweep_name(tiny_params(tune=gamma_only, balancer={"atdwa": {"t0": 3.0}})) != sweep_name(
+        tiny_params(tune=gamma_only)
+    )
     assert sweep_name(tiny_params(train={"epochs": 3})) != sweep_name(tiny_params())

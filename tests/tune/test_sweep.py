@@ -14,6 +14,9 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
+from pipeline.balancers import check_methods
+from pipeline.balancers.atdwa import ATDWASettings
+from pipeline.balancers.dwa import DWASettings
 from pipeline.config import deep_merge, parse_params, with_overlay
 from pipeline.errors import ConfigError
 from pipeline.tune import stage
@@ -25,16 +28,24 @@ GAMMAS = [0.2, 0.5, 0.8]
 SWEEP = {
     "model": {"width": 8},
     "train": {"epochs": 2},
-    "tune": {"gamma": GAMMAS, "t0": [2.0], "max_concurrent_trials": 1},
+    "tune": {"grid": {"gamma": GAMMAS, "t0": [2.0], "window": [3]}, "max_concurrent_trials": 1},
     "tracking": {"system_metrics": False},
 }
 
 
-def test_an_empty_grid_or_a_negative_gamma_is_a_config_error():
-    with pytest.raises(ConfigError, match=r"tune.gamma = \[\]: the grid is empty"):
-        tiny_params(tune={"gamma": []})
-    with pytest.raises(ConfigError, match=r"tune.gamma = \[-0.1, 0.5\]: \[-0.1\] out of range"):
-        tiny_params(tune={"gamma": [-0.1, 0.5]})
+def test_an_empty_grid_a_negative_gamma_or_a_setting_the_balancer_lacks_is_a_config_error():
+    with pytest.raises(ConfigError, match=r"tune.grid: the grid is empty"):
+        tiny_params(tune={"grid": {}})
+    with pytest.raises(ConfigError, match=r"tune.grid: gamma: no values"):
+        tiny_params(tune={"grid": {"gamma": []}})
+    with pytest.raises(
+        ConfigError, match=r"tiny params: tune.grid.gamma = -0.1: Input should be greater than or equal"
+    ):
+        check_methods(tiny_params(tune={"grid": {"gamma": [-0.1, 0.5]}}))
+    with pytest.raises(ConfigError, match=r"tune.grid: \['temperature'\] are not settings of atdwa; its settings are"):
+        check_methods(tiny_params(tune={"grid": {"temperature": [1.0]}}))
+    with pytest.raises(ConfigError, match=r"tune.balancer = 'pcgrad': expected one of \['atdwa'"):
+        check_methods(tiny_params(tune={"balancer": "pcgrad"}))
 
 
 def test_min_std_over_a_single_fold_is_a_config_error():
@@ -105,8 +116,9 @@ def test_a_killed_sweep_resumes_without_retraining_finished_trials(on_cluster, t
     assert all(row["status"] == "complete" and row["folds_done"] == 2 for row in table["rows"])
     assert (tmp_path / "reports" / "tune_sensitivity.png").stat().st_size > 0
     tuned = with_overlay(tiny_params(), tmp_path / "reports" / "tuned_params.yaml", "atdwa")
-    assert tuned.balancer.atdwa.gamma == table["selected"]["gamma"]
-    assert with_overlay(tiny_params(), tmp_path / "reports" / "tuned_params.yaml", "equal") == tiny_params()
+    assert ATDWASettings.of(tuned, "atdwa").gamma == table["selected"]["gamma"]
+    untouched = with_overlay(tiny_params(), tmp_path / "reports" / "tuned_params.yaml", "equal")
+    assert untouched.model_dump() == tiny_params().model_dump()
     _assert_tracked(tmp_path / "mlflow.db", epochs=params["train"]["epochs"])
 
 
@@ -144,12 +156,13 @@ def _assert_tracked(database: Path, epochs: int) -> None:
 
 
 def test_a_trial_with_several_workers_drives_a_ray_train_job_per_fold(on_cluster, tiny_data, tmp_path):
+    """Here the sweep is over DWA's temperature: any balancer's settings sweep the same way."""
     params = tiny_params(
         **deep_merge(
             SWEEP,
             {
                 "train": {"epochs": 1},
-                "tune": {"gamma": [0.5]},
+                "tune": {"balancer": "dwa", "grid": {"temperature": [3.0]}},
                 "ray": {"num_workers": on_cluster.num_cpus, "storage_path": str(tmp_path / "ray_results")},
                 "tracking": {"uri": f"sqlite:///{tmp_path / 'mlflow.db'}"},
             },
@@ -157,5 +170,8 @@ def test_a_trial_with_several_workers_drives_a_ray_train_job_per_fold(on_cluster
     )
     table = stage.run(params, data=tiny_data, reports=tmp_path / "reports")
     assert table["rows"][0]["status"] == "complete" and table["rows"][0]["folds_done"] == 2
+    assert table["balancer"] == "dwa" and table["selected"] == {"temperature": 3.0}
+    tuned = with_overlay(tiny_params(), tmp_path / "reports" / "tuned_params.yaml", "dwa")
+    assert DWASettings.of(tuned, "dwa").temperature == 3.0
     # each fold was a Ray Train run of its own (named after balancer, fold and params), beside the sweep
-    assert len([p for p in (tmp_path / "ray_results").iterdir() if p.name.startswith("atdwa-fold")]) == 2
+    assert len([p for p in (tmp_path / "ray_results").iterdir() if p.name.startswith("dwa-fold")]) == 2
