@@ -1,9 +1,9 @@
 """The package is layered and imports only point down: a layer runs nothing of the layers above it.
 
-From the bottom: the foundations (params, errors, paths, atomic writes, logs, plug-in discovery), the data stages,
-the tasks, the networks, the runtime every model-running stage shares, balancers and tracking, training, the sweep,
-evaluation, the registry, and the tools on top (wound follow-up, benchmarks, the command line). ``if TYPE_CHECKING:`` imports
-are annotations only and may point anywhere.
+From the bottom: the foundations (params, errors, paths, atomic writes, typed documents, logs, plug-in discovery), the
+data stages, the tasks, the networks, the runtime every model-running stage shares, balancers and tracking, training,
+the sweep, evaluation, the registry, and the tools on top (wound follow-up, benchmarks, the command line).
+``if TYPE_CHECKING:`` imports are annotations only and may point anywhere.
 """
 
 import ast
@@ -13,7 +13,7 @@ import pytest
 from tests.imports import PACKAGE, ROOT, imported_modules
 
 LAYERS = (
-    {"config", "errors", "paths", "atomic", "logs", "plugins", "__init__"},
+    {"config", "errors", "paths", "atomic", "documents", "logs", "plugins", "__init__"},
     {"data"},
     {"tasks"},
     {"models"},

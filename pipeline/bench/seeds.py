@@ -29,7 +29,7 @@ from pipeline.evaluate import compare
 from pipeline.models import build_model
 from pipeline.tasks import build_tasks
 from pipeline.train.loop import Trainer
-from pipeline.train.stage import evaluate_on_driver, fold_summary, mean_over_folds, trivial_baselines
+from pipeline.train.stage import evaluate_on_driver, fold_summary, write_metrics
 
 SHOWN = ("dice", "iou", "auc", "accuracy", "f1")
 
@@ -52,18 +52,17 @@ def _run_seed(params: Params, workspace: Path) -> dict[str, Any]:
     started = time.perf_counter()
     data = build_data_root(params, workspace / "data")
     tasks, test = build_tasks(params), load_test(data)
-    baseline = {"test": trivial_baselines(tasks, test)}
     documents = {}
     for balancer in params.train.balancers:
-        folds = []
+        folds, history = {}, []
         for fold in params.folds:
             trainer = Trainer(params, tasks, balancer, load_fold(data, fold), fold)
             result = trainer.fit()
             model = build_model(params, tasks, separate=balancer_class(balancer).separate_networks)
             model.load_state_dict(trainer.best_model)
-            folds.append(fold_summary(result, evaluate_on_driver(params, model, tasks, test)))
-        documents[balancer] = {"balancer": balancer, "mean": mean_over_folds(folds), "baseline": baseline}
-        atomic_write_json(workspace / "metrics" / balancer / "folds.json", documents[balancer])
+            folds[f"fold_{fold}"] = fold_summary(result, evaluate_on_driver(params, model, tasks, test))
+            history.extend(result.history)
+        documents[balancer] = write_metrics(tasks, balancer, folds, history, test, workspace / "metrics" / balancer)
     verdicts = {row["balancer"]: row for row in compare.verdicts(params, workspace / "metrics")}
     minutes = (time.perf_counter() - started) / 60
     passed = all(row["beats"] for row in verdicts.values())
@@ -72,7 +71,7 @@ def _run_seed(params: Params, workspace: Path) -> dict[str, Any]:
         "minutes": minutes,
         "passed": passed,
         "threads": torch.get_num_threads(),
-        "test": {b: doc["mean"]["test"] for b, doc in documents.items()},
+        "test": {b: doc.mean.test for b, doc in documents.items()},
         "beats_trivial": {b: row["beats"] for b, row in verdicts.items()},
     }
 

@@ -8,13 +8,13 @@ predictor's (all-background / all-foreground masks; the majority class) by more 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from pipeline.config import Params
-from pipeline.errors import DataError, PipelineError
+from pipeline.errors import PipelineError
 from pipeline.tasks import build_tasks
+from pipeline.train.folds_document import read_folds
 
 TIE_TOLERANCE = 1e-9
 """Margins within this are rounding: (0.56 + 0.64) / 2 is 0.6000000000000001, the majority class's 0.6."""
@@ -25,16 +25,12 @@ def verdicts(params: Params, metrics_dir: Path) -> list[dict[str, Any]]:
     """One row per balancer: ``{balancer, <task>: (model value, best baseline value), beats: bool}``."""
     rows = []
     for balancer in params.train.balancers:
-        path = Path(metrics_dir) / balancer / "folds.json"
-        try:
-            doc = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise DataError(f"{path}: not found (run `dvc repro` to train {balancer!r})") from None
+        doc = read_folds(metrics_dir, balancer)
         row: dict[str, Any] = {"balancer": balancer, "beats": True}
         for task in build_tasks(params):
             metric = PRIMARY[task.kind]
-            model = doc["mean"]["test"][task.name][metric]
-            baseline = max(b[metric] for b in doc["baseline"]["test"][task.name].values())
+            model = doc.mean.test[task.name][metric]
+            baseline = max(b[metric] for b in doc.baseline["test"][task.name].values())
             row[task.name] = (metric, model, baseline)
             row["beats"] &= model > baseline + TIE_TOLERANCE
         rows.append(row)

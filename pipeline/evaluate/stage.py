@@ -36,7 +36,6 @@ Outputs under ``<reports>`` (the paths ``dvc.yaml`` declares), each replaced ato
 from __future__ import annotations
 
 import io
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -66,6 +65,7 @@ from pipeline.runtime.device import select_device
 from pipeline.tasks import Task, build_tasks
 from pipeline.tracking.results import history_csv
 from pipeline.train.checkpoint import BEST
+from pipeline.train.folds_document import folds_path, read_folds
 
 EVALUATION_DIR = paths.EVALUATION.relative_to(paths.REPORTS)
 
@@ -82,7 +82,7 @@ def run(params: Params, data: Path, models_dir: Path, metrics_dir: Path, reports
         )
     balancers, folds = params.train.balancers, params.folds
     checkpoints = checkpoint_paths(Path(models_dir), balancers, folds)
-    efficiency = {b: read_efficiency(Path(metrics_dir) / b / "folds.json", folds) for b in balancers}
+    efficiency = {b: read_efficiency(metrics_dir, b, folds) for b in balancers}
     test = load_test(data)
     keep = contour_rows(tasks, test, params.evaluate.contour_images)
     device = select_device(params.train.device)
@@ -135,23 +135,16 @@ def checkpoint_paths(models_dir: Path, balancers: Sequence[str], folds: Sequence
     return paths
 
 
-def read_efficiency(path: Path, folds: Sequence[int]) -> list[dict[str, float]]:
-    """The Table III figures of ``folds`` from a train stage's ``folds.json``, in fold order."""
-    try:
-        document = json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DataError(f"{path}: not found (run the train stage for this balancer)") from None
-    except ValueError as exc:
-        raise DataError(f"{path}: not valid JSON ({exc})") from None
+def read_efficiency(metrics_dir: Path, balancer: str, folds: Sequence[int]) -> list[dict[str, float]]:
+    """The Table III figures of ``folds`` from ``balancer``'s ``folds.json``, in fold order."""
+    document, path = read_folds(metrics_dir, balancer), folds_path(metrics_dir, balancer)
     out = []
     for fold in folds:
-        try:
-            figures = document["folds"][f"fold_{fold}"]["efficiency"]
-            out.append({name: float(figures[name]) for name in TABLE_III})
-        except (KeyError, TypeError, ValueError):
-            raise DataError(
-                f"{path}: folds.fold_{fold}.efficiency must hold numbers {list(TABLE_III)}; rerun the train stage"
-            ) from None
+        figures = document.fold(fold, path).efficiency
+        missing = [name for name in TABLE_III if name not in figures]
+        if missing:
+            raise DataError(f"{path}: folds.fold_{fold}.efficiency lacks {missing}; rerun the train stage")
+        out.append({name: float(figures[name]) for name in TABLE_III})
     return out
 
 

@@ -17,7 +17,6 @@ would then favour the candidate.
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ from pipeline.config import Params
 from pipeline.errors import ConfigError, DataError
 from pipeline.registry.gate import flat_metrics, primary_score
 from pipeline.train.checkpoint import BEST
+from pipeline.train.folds_document import folds_path, read_folds
 
 
 @dataclass(frozen=True)
@@ -101,19 +101,7 @@ def _ensemble(members: list[Candidate], params: Params) -> Candidate:
 
 
 def _fold_candidate(params: Params, models_dir: Path, metrics_dir: Path, balancer: str, fold: int) -> Candidate:
-    path = Path(metrics_dir) / balancer / "folds.json"
-    try:
-        folds = json.loads(path.read_text(encoding="utf-8"))["folds"]
-    except FileNotFoundError:
-        raise DataError(f"{path}: not found (run the train stage of {balancer!r} first)") from None
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise DataError(f"{path}: malformed metrics document ({exc!r})") from None
-    key = f"fold_{fold}"
-    if key not in folds or "val" not in folds[key]:
-        raise DataError(
-            f"{path}: no validation metrics of {key} (train.folds lists fold {fold}); rerun the train stage"
-        )
-    validation = flat_metrics(folds[key]["val"])
+    validation = flat_metrics(read_folds(metrics_dir, balancer).fold(fold, folds_path(metrics_dir, balancer)).val)
     missing = [m for m in params.registry.metric_names() if m not in validation]
     if missing:
         raise ConfigError(
@@ -123,7 +111,7 @@ def _fold_candidate(params: Params, models_dir: Path, metrics_dir: Path, balance
         package="fold",
         balancer=balancer,
         folds=(fold,),
-        checkpoints=(Path(models_dir) / balancer / key / BEST,),
+        checkpoints=(Path(models_dir) / balancer / f"fold_{fold}" / BEST,),
         validation=validation,
         score=primary_score(validation, params.registry.primary),
     )

@@ -39,6 +39,7 @@ from pipeline.tracking.system import NodeSystemMetrics
 from pipeline.train import cluster
 from pipeline.train.checkpoint import BEST, load_checkpoint
 from pipeline.train.distributed import run_fold
+from pipeline.train.folds_document import FOLDS_FILE, FoldFigures, FoldsDocument
 from pipeline.train.identity import ray_run_name
 from pipeline.train.loop import FoldResult
 from pipeline.train.progress import EpochReporter
@@ -49,7 +50,7 @@ def run(params: Params, balancer: str, data: Path, out_dir: Path, metrics_dir: P
     check_methods(params)
     balancer_class(balancer)
     tasks = build_tasks(params)
-    per_fold: dict[str, Any] = {}
+    per_fold: dict[str, FoldFigures] = {}
     history: list[dict[str, Any]] = []
     with stage_run(params, "train", balancer, data) as parent:  # connects to MLflow first
         cluster.connect(params)
@@ -92,20 +93,20 @@ def run(params: Params, balancer: str, data: Path, out_dir: Path, metrics_dir: P
 def write_metrics(
     tasks: tuple[Task, ...],
     balancer: str,
-    per_fold: dict[str, dict[str, Any]],
+    per_fold: dict[str, FoldFigures],
     history: list[dict[str, Any]],
     test: ArraySet,
     metrics_dir: Path,
-) -> dict[str, Any]:
+) -> FoldsDocument:
     """Write the stage's metrics of ``balancer`` from its :func:`fold_summary` per ``fold_<k>`` and every fold's
     epoch records: ``folds.json`` (returned), the DVC metrics ``metrics.json`` and the DVC plots ``history.csv``."""
-    document = {
-        "balancer": balancer,
-        "folds": per_fold,
-        "mean": mean_over_folds(list(per_fold.values())),
-        "baseline": {"test": trivial_baselines(tasks, test)},
-    }
-    atomic_write_json(metrics_dir / "folds.json", document)
+    document = FoldsDocument(
+        balancer=balancer,
+        folds=per_fold,
+        mean=FoldFigures.model_validate(mean_over_folds([f.model_dump() for f in per_fold.values()])),
+        baseline={"test": trivial_baselines(tasks, test)},
+    )
+    document.write(metrics_dir / FOLDS_FILE)
     atomic_write_json(metrics_dir / "metrics.json", headline(tasks, document))
     atomic_write_text(metrics_dir / "history.csv", history_csv(history))
     return document
@@ -133,15 +134,15 @@ HEADLINE = {
 }
 
 
-def headline(tasks: tuple[Task, ...], document: dict[str, Any]) -> dict[str, Any]:
+def headline(tasks: tuple[Task, ...], document: FoldsDocument) -> dict[str, Any]:
     """The row ``dvc metrics show`` prints for this balancer: the fold means of the headline test metrics per
     task (``{task: {metric: value}}``), the best validation loss and the epochs run. Every balancer's file has
     the same keys, so the table has one row per balancer and a column per figure; the validation figures and
     the per-fold detail stay in ``folds.json``."""
-    mean = document["mean"]
-    return {t.name: {m: mean["test"][t.name][m] for m in HEADLINE[t.kind]} for t in tasks} | {
-        "best_val_loss": mean["best_val_loss"],
-        "epochs_run": mean["epochs_run"],
+    mean = document.mean
+    return {t.name: {m: mean.test[t.name][m] for m in HEADLINE[t.kind]} for t in tasks} | {
+        "best_val_loss": mean.best_val_loss,
+        "epochs_run": mean.epochs_run,
     }
 
 
@@ -171,15 +172,15 @@ def trivial_baselines(tasks: tuple[Task, ...], data: ArraySet) -> dict[str, dict
     return out
 
 
-def fold_summary(result: FoldResult, test_metrics: dict[str, dict[str, float]]) -> dict[str, Any]:
-    return {
-        "best_epoch": result.best_epoch,
-        "epochs_run": len(result.history),
-        "best_val_loss": result.best_val_loss,
-        "val": result.val_metrics,
-        "test": test_metrics,
-        "efficiency": result.efficiency,
-    }
+def fold_summary(result: FoldResult, test_metrics: dict[str, dict[str, float]]) -> FoldFigures:
+    return FoldFigures(
+        best_epoch=result.best_epoch,
+        epochs_run=len(result.history),
+        best_val_loss=result.best_val_loss,
+        val=result.val_metrics,
+        test=test_metrics,
+        efficiency=result.efficiency,
+    )
 
 
 def mean_over_folds(folds: list[dict[str, Any]]) -> dict[str, Any]:

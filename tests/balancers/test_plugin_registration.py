@@ -132,7 +132,6 @@ def test_a_new_balancer_file_trains_and_is_evaluated_and_promoted_by_name(toy_ba
         model = build_model(params, tasks, separate=balancer_class(name).separate_networks)
         model.load_state_dict(trainer.best_model)
         summary = fold_summary(result, evaluate_on_driver(params, model, tasks, test))
-        (tmp_path / "metrics" / name).mkdir(parents=True)
         write_metrics(tasks, name, {"fold_0": summary}, result.history, test, tmp_path / "metrics" / name)
 
     metrics = evaluate_stage.run(params, tiny_data, tmp_path / "models", tmp_path / "metrics", tmp_path / "reports")

@@ -1,26 +1,26 @@
 """`compare --strict` passes only when every balancer beats every trivial predictor on every task."""
 
-import json
-
 import pytest
 
 from pipeline.errors import PipelineError
 from pipeline.evaluate.compare import run, verdicts
 from tests.conftest import tiny_params
+from tests.folds_documents import write_folds
 
 
 def _write(folder, balancer, dice, accuracy):
-    doc = {
-        "mean": {"test": {"lesion": {"dice": dice}, "diagnosis": {"accuracy": accuracy}}},
-        "baseline": {
+    write_folds(
+        folder,
+        balancer,
+        {},
+        mean={"test": {"lesion": {"dice": dice}, "diagnosis": {"accuracy": accuracy}}},
+        baseline={
             "test": {
                 "lesion": {"all_background": {"dice": 0.0}, "all_foreground": {"dice": 0.2}},
                 "diagnosis": {"majority_class": {"accuracy": 0.6}},
             }
         },
-    }
-    (folder / balancer).mkdir(parents=True)
-    (folder / balancer / "folds.json").write_text(json.dumps(doc))
+    )
 
 
 def test_a_balancer_at_the_majority_accuracy_does_not_beat_the_baselines(tmp_path):

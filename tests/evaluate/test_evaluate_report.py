@@ -20,6 +20,7 @@ from pipeline.tasks import build_tasks
 from pipeline.tracking.results import history_csv
 from pipeline.train.checkpoint import save_checkpoint
 from tests.conftest import tiny_params
+from tests.folds_documents import write_folds
 from tests.tracking.test_tracking import isolated_mlflow
 
 BALANCERS = ["equal", "dwa", "atdwa"]
@@ -45,7 +46,7 @@ def _train_stage_outputs(params, root: Path) -> tuple[Path, Path]:
             torch.manual_seed(100 * fold + (0 if balancer == "dwa" else i))
             state = build_model(params, tasks).state_dict()
             save_checkpoint(root / "models" / balancer / f"fold_{fold}" / "best.pt", {"model": state})
-            folds[f"fold_{fold}"] = {"efficiency": {k: 10.0 * (i + 1) + fold for k in TABLE_III}}
+            folds[fold] = {"efficiency": {k: 10.0 * (i + 1) + fold for k in TABLE_III}}
             for epoch in range(3):
                 history.append(
                     {
@@ -58,8 +59,7 @@ def _train_stage_outputs(params, root: Path) -> tuple[Path, Path]:
                         **{f"val_loss/{t.name}": 1.0 / (epoch + 1 + j) for j, t in enumerate(tasks)},
                     }
                 )
-        (root / "metrics" / balancer).mkdir(parents=True)
-        (root / "metrics" / balancer / "folds.json").write_text(json.dumps({"folds": folds}))
+        write_folds(root / "metrics", balancer, folds)
         (root / "metrics" / balancer / "history.csv").write_text(history_csv(history))
     return root / "models", root / "metrics"
 

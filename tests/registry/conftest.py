@@ -3,7 +3,6 @@ known outputs, and the train output of balancer ``equal`` (``models/equal/fold_<
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from pipeline.registry import stage
 from pipeline.tasks import build_tasks
 from pipeline.train.checkpoint import save_checkpoint
 from tests.conftest import tiny_params
+from tests.folds_documents import write_folds
 
 MODEL_NAME = "tiny"
 
@@ -69,9 +69,8 @@ def write_checkpoints(work: Path, models: dict[int, MultiTaskModel], epoch: int 
             work / "models" / "equal" / f"fold_{fold}" / "best.pt", {"model": model.state_dict(), "epoch": epoch}
         )
         score = 0.5 - 0.1 * fold
-        folds[f"fold_{fold}"] = {"val": {"lesion": {"dice": score}, "diagnosis": {"accuracy": score}}}
-    (work / "metrics" / "equal").mkdir(parents=True, exist_ok=True)
-    (work / "metrics" / "equal" / "folds.json").write_text(json.dumps({"folds": folds}))
+        folds[fold] = {"val": {"lesion": {"dice": score}, "diagnosis": {"accuracy": score}}}
+    write_folds(work / "metrics", "equal", folds)
 
 
 def spread_model(params: Params, seed: int, images: torch.Tensor) -> MultiTaskModel:

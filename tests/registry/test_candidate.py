@@ -1,35 +1,33 @@
 """The candidate — a fold model or a fold ensemble — is chosen on validation metrics, never on test metrics
 (which would leak the test set)."""
 
-import json
-
 import pytest
 
 from pipeline.errors import ConfigError, DataError
 from pipeline.registry.candidate import select_candidate
 from tests.conftest import tiny_params
+from tests.folds_documents import write_folds
 
 PARAMS = tiny_params(train={"balancers": ["equal", "dwa"]}, registry={"package": "fold"})
 
 
-def write_folds(metrics_dir, balancer, per_fold):
+def write_scores(metrics_dir, balancer, per_fold):
     """``per_fold``: {fold: (val dice, val accuracy, test dice, test accuracy)}."""
     folds = {
-        f"fold_{k}": {
+        k: {
             "val": {"lesion": {"dice": vd, "iou": 0.0}, "diagnosis": {"accuracy": va}},
             "test": {"lesion": {"dice": td, "iou": 0.0}, "diagnosis": {"accuracy": ta}},
         }
         for k, (vd, va, td, ta) in per_fold.items()
     }
-    (metrics_dir / balancer).mkdir(parents=True, exist_ok=True)
-    (metrics_dir / balancer / "folds.json").write_text(json.dumps({"folds": folds}))
+    write_folds(metrics_dir, balancer, folds)
 
 
 @pytest.fixture
 def trained(tmp_path):
     metrics, models = tmp_path / "metrics", tmp_path / "models"
-    write_folds(metrics, "equal", {0: (0.70, 0.70, 0.99, 0.99), 1: (0.80, 0.70, 0.50, 0.50)})
-    write_folds(metrics, "dwa", {0: (0.60, 0.70, 0.99, 0.99), 1: (0.80, 0.69, 0.99, 0.99)})
+    write_scores(metrics, "equal", {0: (0.70, 0.70, 0.99, 0.99), 1: (0.80, 0.70, 0.50, 0.50)})
+    write_scores(metrics, "dwa", {0: (0.60, 0.70, 0.99, 0.99), 1: (0.80, 0.69, 0.99, 0.99)})
     for balancer in ("equal", "dwa"):
         for fold in (0, 1):
             (models / balancer / f"fold_{fold}").mkdir(parents=True)
@@ -48,7 +46,7 @@ def test_the_best_validation_score_wins_whatever_the_test_scores(trained):
 
 def test_an_ensemble_is_the_balancer_with_the_best_mean_validation_score_over_its_folds(trained):
     models, metrics = trained
-    write_folds(metrics, "dwa", {0: (0.99, 0.99, 0.0, 0.0), 1: (0.40, 0.40, 0.99, 0.99)})  # the best fold, worse mean
+    write_scores(metrics, "dwa", {0: (0.99, 0.99, 0.0, 0.0), 1: (0.40, 0.40, 0.99, 0.99)})  # the best fold, worse mean
     assert select_candidate(PARAMS, models, metrics).balancer == "dwa"
     chosen = select_candidate(tiny_params(train={"balancers": ["equal", "dwa"]}), models, metrics)  # the default
     assert (chosen.package, chosen.balancer, chosen.folds) == ("ensemble", "equal", (0, 1))
