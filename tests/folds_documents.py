@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pipeline.train.folds_document import FoldFigures, FoldsDocument, folds_path
+from pipeline.train.folds_file import FoldFigures, FoldsDocument, folds_path
 from pipeline.train.stage import mean_over_folds
 
 ONE_EPOCH = {"best_epoch": 0, "epochs_run": 1, "best_val_loss": 1.0, "val": {}, "test": {}, "efficiency": {}}

@@ -13,7 +13,7 @@ import pytest
 from tests.imports import PACKAGE, ROOT, imported_modules
 
 LAYERS = (
-    {"config", "errors", "paths", "atomic", "documents", "logs", "plugins", "__init__"},
+    {"config", "errors", "paths", "atomic", "logs", "stage_files", "plugins", "__init__"},
     {"data"},
     {"tasks"},
     {"models"},

@@ -14,7 +14,7 @@ from typing import Any
 from pipeline.config import Params
 from pipeline.errors import PipelineError
 from pipeline.tasks import build_tasks
-from pipeline.train.folds_document import read_folds
+from pipeline.train.folds_file import read_folds
 
 TIE_TOLERANCE = 1e-9
 """Margins within this are rounding: (0.56 + 0.64) / 2 is 0.6000000000000001, the majority class's 0.6."""

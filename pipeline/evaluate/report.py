@@ -38,6 +38,7 @@ from pipeline.evaluate.document import Block, Heading, Image, Paragraph, to_html
 from pipeline.evaluate.figures import contour_figure, png, validation_loss_figure, weights_figure
 from pipeline.evaluate.history import convergence_epochs, mean_over_folds, read_history
 from pipeline.tracking import lineage_tags, stage_run
+from pipeline.tune.tune_file import TUNE_FILE, TuneDocument
 
 EVALUATION_DIR = paths.EVALUATION.relative_to(paths.REPORTS)
 INGESTED_DIR = paths.INGESTED.relative_to(paths.DATA)
@@ -55,7 +56,6 @@ SECTIONS = (
     "Hyper-parameter sweep",
 )
 FIGURES_DIR = "figures"
-TUNE_JSON = "tune.json"
 TUNE_FIGURE = "tune_sensitivity.png"
 
 
@@ -74,7 +74,7 @@ def run(params: Params, data: Path, metrics_dir: Path, reports: Path) -> Path:
             statistics,
             histories,
             examples,
-            read_tune(reports / TUNE_JSON),
+            read_tune(reports / TUNE_FILE),
             _read_optional(reports / TUNE_FIGURE),
             read_split(Path(data) / SPLIT_DIR).get("duplicates", []),
             read_manifest(Path(data) / INGESTED_DIR).absent_tissues,
@@ -147,29 +147,14 @@ def report_blocks(
     blocks += [Heading(predictions), *_contours(tasks, examples)]
     blocks += [Heading(sweep), *sections.tuning(tune)]
     if tune is not None and tune_png is not None:
-        blocks.append(Image(TUNE_FIGURE, tune_png, "sensitivity of ATDWA to gamma, t0 and window"))
+        caption = f"sensitivity of {tune.balancer} to {', '.join(tune.selected)}"
+        blocks.append(Image(TUNE_FIGURE, tune_png, caption))
     return blocks
 
 
-def read_tune(path: Path) -> dict[str, Any] | None:
+def read_tune(path: Path) -> TuneDocument | None:
     """The tuning sweep's ``tune.json``, or None when it has not run; a malformed one raises DataError."""
-    if not path.is_file():
-        return None
-    tune = _read_json(path)
-    rows = tune.get("rows") if isinstance(tune, dict) else None
-    well_formed = (
-        isinstance(rows, list)
-        and rows
-        and all(isinstance(r, dict) for r in rows)
-        and isinstance(tune.get("selected"), dict)
-        and isinstance(tune.get("rule"), str)
-    )
-    if not well_formed:
-        raise DataError(
-            f"{path}: expected {{'rows': [{{gamma, t0, window, <metric>_mean, ...}}, ...], "
-            "'selected': {gamma, t0, window}, 'rule': text}"
-        )
-    return tune
+    return TuneDocument.read(path, "the tune stage") if path.is_file() else None
 
 
 def _contours(tasks: dict[str, str], examples: dict[str, np.ndarray]) -> list[Block]:

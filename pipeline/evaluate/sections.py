@@ -15,6 +15,7 @@ from typing import Any
 
 from pipeline.evaluate.document import Block, Cell, Paragraph, Table
 from pipeline.evaluate.summary import EFFICIENCY, TABLE_II, TABLE_III
+from pipeline.tune.tune_file import TuneDocument
 
 TABLE_II_DIGITS = 4
 TABLE_III_DIGITS = {
@@ -171,22 +172,18 @@ def comparisons(statistics: Mapping[str, Any], summary: Mapping[str, Any]) -> li
     return [intro, Table(header, tuple(rows))]
 
 
-def tuning(tune: Mapping[str, Any] | None) -> list[Block]:
+def tuning(tune: TuneDocument | None) -> list[Block]:
     """The sweep's table (selected row in bold) and selection rule, or a line saying it has not run.
-
-    ``tune``: ``{"rows": [{<swept setting>..., "status", "folds_done", "<figure>_mean", "<figure>_std", ...}],
-    "selected": {<swept setting>: value, ...}, "rule": str, "metric": str}`` or None (ATDWA's settings are
-    ``gamma``, ``t0`` and ``window``).
     The table shows the figure the rule ranks by and the validation loss, as mean ± std across folds.
     """
     if tune is None:
         return [Paragraph("The ATDWA hyper-parameter sweep has not run (`reports/tune.json` does not exist).")]
-    selected, rule = tune["selected"], tune["rule"]
+    selected, rule = tune.selected, tune.rule
     keys = tuple(selected)
-    ranked = rule.removeprefix("max_mean_") if rule.startswith("max_mean_") else tune.get("metric", "val_loss")
+    ranked = rule.removeprefix("max_mean_") if rule.startswith("max_mean_") else tune.metric
     figures = list(dict.fromkeys([ranked if rule != "min_mean_val_loss" else "val_loss", "val_loss"]))
     rows = []
-    for row in tune["rows"]:
+    for row in tune.rows:
         bold = all(row.get(k) == selected.get(k) for k in keys)
         cells = [_number(row.get(k)) for k in keys] + [str(row.get("status", "")), _number(row.get("folds_done"))]
         cells += [_mean_std({"mean": _nan(row.get(f"{f}_mean")), "std": _nan(row.get(f"{f}_std"))}, 4) for f in figures]

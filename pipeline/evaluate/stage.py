@@ -65,7 +65,7 @@ from pipeline.runtime.device import select_device
 from pipeline.tasks import Task, build_tasks
 from pipeline.tracking.results import history_csv
 from pipeline.train.checkpoint import BEST
-from pipeline.train.folds_document import folds_path, read_folds
+from pipeline.train.folds_file import folds_path, read_folds
 
 EVALUATION_DIR = paths.EVALUATION.relative_to(paths.REPORTS)
 

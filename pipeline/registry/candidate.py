@@ -25,7 +25,7 @@ from pipeline.config import Params
 from pipeline.errors import ConfigError, DataError
 from pipeline.registry.gate import flat_metrics, primary_score
 from pipeline.train.checkpoint import BEST
-from pipeline.train.folds_document import folds_path, read_folds
+from pipeline.train.folds_file import folds_path, read_folds
 
 
 @dataclass(frozen=True)

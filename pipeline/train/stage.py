@@ -39,7 +39,7 @@ from pipeline.tracking.system import NodeSystemMetrics
 from pipeline.train import cluster
 from pipeline.train.checkpoint import BEST, load_checkpoint
 from pipeline.train.distributed import run_fold
-from pipeline.train.folds_document import FOLDS_FILE, FoldFigures, FoldsDocument
+from pipeline.train.folds_file import FOLDS_FILE, FoldFigures, FoldsDocument
 from pipeline.train.identity import ray_run_name
 from pipeline.train.loop import FoldResult
 from pipeline.train.progress import EpochReporter

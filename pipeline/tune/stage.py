@@ -25,7 +25,7 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from ray.tune.schedulers import ASHAScheduler
 
-from pipeline.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
+from pipeline.atomic import atomic_write_bytes, atomic_write_text
 from pipeline.balancers import balancer_classes, check_methods
 from pipeline.config import Params, tracking_credentials, tracking_uri
 from pipeline.errors import ConfigError, PipelineError
@@ -43,8 +43,8 @@ from pipeline.tune.results import json_safe, table_csv, tuned_params_yaml
 from pipeline.tune.selection import select
 from pipeline.tune.statistics import VAL_LOSS
 from pipeline.tune.trial import SweepContext, run_trial
+from pipeline.tune.tune_file import TUNE_FILE, TuneDocument
 
-TABLE_JSON = "tune.json"
 TABLE_CSV = "tune.csv"
 FIGURE = "tune_sensitivity.png"
 TUNED_PARAMS = "tuned_params.yaml"
@@ -52,7 +52,7 @@ DRIVER_MEMORY = 256 * 2**20
 """Bytes of Ray's ``memory`` resource a trial reserves when it only drives a multi-worker TorchTrainer."""
 
 
-def run(params: Params, data: Path, reports: Path) -> dict[str, Any]:
+def run(params: Params, data: Path, reports: Path) -> TuneDocument:
     """Run (or resume) the sweep and write its table, figure and selection under ``reports``; returns the table."""
     check_methods(params)
     figures = check_selection(params)
@@ -83,20 +83,20 @@ def run(params: Params, data: Path, reports: Path) -> dict[str, Any]:
             )
         selected_row = select(rows, params.tune.selection, len(params.folds))
         selected = {key: selected_row[key] for key in keys}
-        document = {
-            "sweep": sweep,
-            "balancer": params.tune.balancer,
-            "rule": params.tune.selection.rule,
-            "metric": params.tune.selection.metric,
-            "folds": list(params.folds),
-            "epochs": params.tune.epochs or params.train.epochs,
-            "rows": json_safe(rows),
-            "selected": selected,
-        }
+        document = TuneDocument(
+            sweep=sweep,
+            balancer=params.tune.balancer,
+            rule=params.tune.selection.rule,
+            metric=params.tune.selection.metric,
+            folds=list(params.folds),
+            epochs=params.tune.epochs or params.train.epochs,
+            rows=json_safe(rows),
+            selected=selected,
+        )
         figure = sensitivity_figure(params.tune.balancer, rows, figures, selected)
         _write(params, Path(reports), document, figure, rows)
         client = MlflowClient()
-        client.log_dict(parent.info.run_id, document, TABLE_JSON)
+        client.log_dict(parent.info.run_id, document.model_dump(), TUNE_FILE)
         client.log_figure(parent.info.run_id, figure, FIGURE)
         for key, value in selected.items():
             client.set_tag(parent.info.run_id, f"selected.{key}", str(value))
@@ -217,12 +217,12 @@ def _row(result: ray.tune.Result, keys: tuple[str, ...], folds: int) -> dict[str
     }
 
 
-def _write(params: Params, reports: Path, document: dict[str, Any], figure, rows: list[dict[str, Any]]) -> None:
+def _write(params: Params, reports: Path, document: TuneDocument, figure, rows: list[dict[str, Any]]) -> None:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=120)
     atomic_write_bytes(reports / FIGURE, buffer.getvalue())
     atomic_write_text(reports / TABLE_CSV, table_csv(rows, grid_keys(params.tune)))
     every_balancer = [*dict.fromkeys((*params.train.balancers, *balancer_classes()))]  # the selected ones first
-    tuned = tuned_params_yaml(document["selected"], params.tune.balancer, every_balancer)
+    tuned = tuned_params_yaml(document.selected, params.tune.balancer, every_balancer)
     atomic_write_text(reports / TUNED_PARAMS, tuned)
-    atomic_write_json(reports / TABLE_JSON, document)
+    document.write(reports / TUNE_FILE)

@@ -7,6 +7,7 @@ from pipeline.evaluate import sections
 from pipeline.evaluate.document import Table, to_html, to_markdown
 from pipeline.evaluate.report import read_tune
 from pipeline.evaluate.summary import TABLE_III, over_folds
+from pipeline.tune.tune_file import TuneDocument
 
 
 def _summary(dice: dict, memory: dict) -> dict:
@@ -56,8 +57,12 @@ def test_bold_cells_render_bold_in_markdown_and_html():
     assert "<strong>0.8000 ± 0.1414</strong>" in to_html([table], "t")
 
 
-TUNE = {  # the shape pipeline.tune.stage writes
-    "rows": [
+TUNE = TuneDocument(
+    sweep="tune-atdwa-0123456789ab",
+    balancer="atdwa",
+    folds=[0, 1],
+    epochs=8,
+    rows=[
         {
             "gamma": 0.4,
             "t0": 2.0,
@@ -81,10 +86,10 @@ TUNE = {  # the shape pipeline.tune.stage writes
             "val_loss_std": 0.04,
         },
     ],
-    "selected": {"gamma": 0.8, "t0": 2.0, "window": 3},
-    "rule": "min_std",
-    "metric": "lesion.dice",
-}
+    selected={"gamma": 0.8, "t0": 2.0, "window": 3},
+    rule="min_std",
+    metric="lesion.dice",
+)
 
 
 def test_tuning_section_marks_the_selected_row_and_states_the_rule():

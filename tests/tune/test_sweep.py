@@ -169,8 +169,8 @@ def test_a_trial_with_several_workers_drives_a_ray_train_job_per_fold(on_cluster
         )
     )
     table = stage.run(params, data=tiny_data, reports=tmp_path / "reports")
-    assert table["rows"][0]["status"] == "complete" and table["rows"][0]["folds_done"] == 2
-    assert table["balancer"] == "dwa" and table["selected"] == {"temperature": 3.0}
+    assert table.rows[0]["status"] == "complete" and table.rows[0]["folds_done"] == 2
+    assert table.balancer == "dwa" and table.selected == {"temperature": 3.0}
     tuned = with_overlay(tiny_params(), tmp_path / "reports" / "tuned_params.yaml", "dwa")
     assert DWASettings.of(tuned, "dwa").temperature == 3.0
     # each fold was a Ray Train run of its own (named after balancer, fold and params), beside the sweep

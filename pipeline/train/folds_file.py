@@ -10,8 +10,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
-from pipeline.documents import Document, Number
 from pipeline.errors import DataError
+from pipeline.stage_files import Document, Number
 
 FOLDS_FILE = "folds.json"
 TaskFigures = dict[str, dict[str, float]]
