@@ -56,8 +56,8 @@ def run(params: Params, rounds: int = 2) -> dict[str, Any]:
             ingest.run(p, out_dir=root / "ingested")
             split.run(p, ingested=root / "ingested", out_dir=root / "split")
             sets = read_split(root / "split")
-            images[f"preprocess_{m}x"] = len(sets["train"]) + len(sets["test"])
-            images[f"augment_{m}x"] = len(sets["train"]) * p.augment.copies_per_image
+            images[f"preprocess_{m}x"] = len(sets.train) + len(sets.test)
+            images[f"augment_{m}x"] = len(sets.train) * p.augment.copies_per_image
             contenders[f"preprocess_{m}x"] = lambda p=p, root=root: preprocess.run(
                 p, ingested=root / "ingested", out_dir=root / "preprocessed"
             )

@@ -50,7 +50,7 @@ def plan(params: Params, preprocessed: Path, split: Path) -> tuple[dict[str, Any
     """The preprocessed manifest and the stage's jobs: one per (training image, copy), rows ordered by
     sorted source id, then copy."""
     meta, _ = open_arrays(preprocessed)
-    train = sorted(read_split(split)["train"])
+    train = sorted(read_split(split).train)
     rows = rows_of(meta, train, Path(preprocessed) / MANIFEST, Path(split) / SPLIT_FILE)
     return meta, [(int(row), id_, i) for row, id_ in zip(rows, train) for i in range(params.augment.copies_per_image)]
 

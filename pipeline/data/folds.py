@@ -22,7 +22,7 @@ import numpy as np
 
 from pipeline import paths
 from pipeline.data.preprocess import open_arrays, rows_of
-from pipeline.data.split import read_split
+from pipeline.data.split import SplitDocument, read_split
 from pipeline.errors import DataError
 from pipeline.paths import MANIFEST, SPLIT_FILE
 
@@ -95,13 +95,13 @@ def load_fold(data_root: Path, fold: int) -> FoldData:
     """Fold ``fold`` of ``data_root``'s split: augmented training rows and original validation rows."""
     root = Path(data_root)
     split = read_split(root / SPLIT_DIR)
-    folds = split["folds"]
+    folds = split.folds
     if not 0 <= fold < len(folds):
         raise DataError(f"{root / SPLIT_DIR / SPLIT_FILE}: no fold {fold} (it has folds 0..{len(folds) - 1})")
     pre_meta, pre = open_arrays(root / PREPROCESSED_DIR)
     aug_meta, aug = open_arrays(root / AUGMENTED_DIR)
     _check_compatible(root, pre_meta, aug_meta, split)
-    train_ids = set(folds[fold]["train"])
+    train_ids = set(folds[fold].train)
     aug_rows = [i for i, s in enumerate(aug_meta["source_id"]) if s in train_ids]
     augmented = (
         _Part(aug, np.asarray(aug_rows, dtype=np.int64)),
@@ -110,8 +110,8 @@ def load_fold(data_root: Path, fold: int) -> FoldData:
     )
     classes = pre_meta["classes"]
     return FoldData(
-        train=ArraySet(classes, [_originals(root, pre_meta, pre, folds[fold]["train"]), augmented]),
-        val=ArraySet(classes, [_originals(root, pre_meta, pre, folds[fold]["val"])]),
+        train=ArraySet(classes, [_originals(root, pre_meta, pre, folds[fold].train), augmented]),
+        val=ArraySet(classes, [_originals(root, pre_meta, pre, folds[fold].val)]),
     )
 
 
@@ -120,7 +120,7 @@ def load_test(data_root: Path) -> ArraySet:
     root = Path(data_root)
     split = read_split(root / SPLIT_DIR)
     pre_meta, pre = open_arrays(root / PREPROCESSED_DIR)
-    return ArraySet(pre_meta["classes"], [_originals(root, pre_meta, pre, split["test"])])
+    return ArraySet(pre_meta["classes"], [_originals(root, pre_meta, pre, split.test)])
 
 
 def _originals(
@@ -130,7 +130,7 @@ def _originals(
     return _Part(arrays, rows), list(ids), list(ids)
 
 
-def _check_compatible(root: Path, pre: dict[str, Any], aug: dict[str, Any], split: dict[str, Any]) -> None:
+def _check_compatible(root: Path, pre: dict[str, Any], aug: dict[str, Any], split: SplitDocument) -> None:
     """Augmented rows must match the preprocessed arrays and come from training images only."""
     path = root / AUGMENTED_DIR / MANIFEST
     for key in ("image_size", "channels", "classes"):
@@ -139,7 +139,7 @@ def _check_compatible(root: Path, pre: dict[str, Any], aug: dict[str, Any], spli
     sources = aug.get("source_id")
     if not isinstance(sources, list) or len(sources) != len(aug["ids"]):
         raise DataError(f"{path}: 'source_id' must list one source id per row")
-    leaked = sorted(set(sources) - set(split["train"]))
+    leaked = sorted(set(sources) - set(split.train))
     if leaked:
         raise DataError(
             f"{path}: copies of {len(leaked)} non-training images (e.g. {leaked[:3]}); augmented data is "

@@ -18,19 +18,39 @@ image is never trained on.
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
+from pydantic import BaseModel, ConfigDict
 from sklearn.model_selection import StratifiedKFold, train_test_split
 
-from pipeline.atomic import atomic_write_json
 from pipeline.config import Params
 from pipeline.data import duplicates
 from pipeline.data.manifest import read_manifest
 from pipeline.errors import DataError
 from pipeline.paths import MANIFEST, SPLIT_FILE
+from pipeline.stage_files import Document
+
+
+class Fold(BaseModel):
+    """One fold: the ids it trains on and the ids it validates on (together, the split's ``train``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    train: list[str]
+    val: list[str]
+
+
+class SplitDocument(Document):
+    """``split.json`` (the format above)."""
+
+    seed: int
+    test_fraction: float
+    k_folds: int
+    train: list[str]
+    test: list[str]
+    folds: list[Fold]
+    duplicates: list[list[str]]
 
 
 def run(params: Params, ingested: Path, out_dir: Path) -> None:
@@ -79,36 +99,20 @@ def run(params: Params, ingested: Path, out_dir: Path) -> None:
     def expand(unit_list: list[str]) -> list[str]:
         return sorted(i for u in unit_list for i in members[u])
 
-    atomic_write_json(
-        Path(out_dir) / SPLIT_FILE,
-        {
-            "seed": params.seed,
-            "test_fraction": params.split.test_fraction,
-            "k_folds": k,
-            "train": expand(train_units),
-            "test": expand(test_units),
-            "folds": [
-                {"train": expand([train_units[i] for i in tr]), "val": expand([train_units[i] for i in va])}
-                for tr, va in folds.split(train_units, train_labels)
-            ],
-            "duplicates": [list(group) for group in manifest.duplicates],
-        },
-    )
+    SplitDocument(
+        seed=params.seed,
+        test_fraction=params.split.test_fraction,
+        k_folds=k,
+        train=expand(train_units),
+        test=expand(test_units),
+        folds=[
+            Fold(train=expand([train_units[i] for i in tr]), val=expand([train_units[i] for i in va]))
+            for tr, va in folds.split(train_units, train_labels)
+        ],
+        duplicates=[list(group) for group in manifest.duplicates],
+    ).write(Path(out_dir) / SPLIT_FILE)
 
 
-def read_split(folder: Path) -> dict[str, Any]:
+def read_split(folder: Path) -> SplitDocument:
     """Read ``folder/split.json``; a missing or malformed file raises DataError naming it."""
-    path = Path(folder) / SPLIT_FILE
-    try:
-        split = json.loads(path.read_text(encoding="utf-8"))
-        for key in ("train", "test", "folds"):
-            if not isinstance(split[key], list):
-                raise TypeError(f"{key!r} is not a list")
-        for fold in split["folds"]:
-            if not (isinstance(fold["train"], list) and isinstance(fold["val"], list)):
-                raise TypeError("fold 'train'/'val' is not a list")
-    except FileNotFoundError:
-        raise DataError(f"{path}: split not found (run the split stage first)") from None
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise DataError(f"{path}: malformed split ({exc!r})") from None
-    return split
+    return SplitDocument.read(Path(folder) / SPLIT_FILE, "the split stage")

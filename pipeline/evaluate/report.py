@@ -76,7 +76,7 @@ def run(params: Params, data: Path, metrics_dir: Path, reports: Path) -> Path:
             examples,
             read_tune(reports / TUNE_FILE),
             _read_optional(reports / TUNE_FIGURE),
-            read_split(Path(data) / SPLIT_DIR).get("duplicates", []),
+            read_split(Path(data) / SPLIT_DIR).duplicates,
             read_manifest(Path(data) / INGESTED_DIR).absent_tissues,
         )
         figures = [b for b in blocks if isinstance(b, Image) and b.path.startswith(f"{FIGURES_DIR}/")]

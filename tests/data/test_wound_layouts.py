@@ -147,8 +147,8 @@ def test_a_duplicate_planted_across_trainval_and_test_is_reported_and_does_not_l
     assert read_manifest(root / "ingested").duplicates == (("test_0008", "trainval_0002"),)
     assert "test_0008 (wound) = trainval_0002 (wound)" in capsys.readouterr().err
     layout = read_split(root / "split")
-    assert {"trainval_0002", "test_0008"} <= set(layout["test"])  # the group went to the test split whole
-    assert all("trainval_0002" not in fold["train"] + fold["val"] for fold in layout["folds"])
+    assert {"trainval_0002", "test_0008"} <= set(layout.test)  # the group went to the test split whole
+    assert all("trainval_0002" not in fold.train + fold.val for fold in layout.folds)
     assert "trainval_0002" not in set(load_fold(root, 0).train.source_ids) | set(load_fold(root, 1).train.source_ids)
 
 
