@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.evaluate.evaluation_files import PairedStatistics
 from pipeline.evaluate.statistics import holm, mcnemar_exact, wilcoxon_dice
 from pipeline.tasks import Task
 
@@ -54,7 +55,7 @@ def paired_values(tasks: Sequence[Task], folds: Sequence[PerImage]) -> dict[str,
 
 def statistics_document(
     tasks: Sequence[Task], paired: Mapping[str, Mapping[str, np.ndarray]], alpha: float, holm_correct: bool
-) -> dict[str, Any]:
+) -> PairedStatistics:
     """``reports/evaluation/statistics.json``: every balancer of ``paired`` against :data:`REFERENCE`.
 
     ``paired``: balancer → :func:`paired_values`. ``comparisons[balancer][task]`` is the result of
@@ -72,7 +73,9 @@ def statistics_document(
         "note": "",
     }
     if REFERENCE not in paired:
-        return document | {"note": f"no comparisons: {REFERENCE!r} is not in train.balancers"}
+        return PairedStatistics.model_validate(
+            document | {"note": f"no comparisons: {REFERENCE!r} is not in train.balancers"}
+        )
     others = [b for b in paired if b != REFERENCE]
     comparisons: dict[str, dict[str, Any]] = {b: {} for b in others}
     for task in tasks:
@@ -82,4 +85,4 @@ def statistics_document(
         adjusted = holm(raw) if holm_correct and raw else raw
         for balancer, result, p in zip(others, results, adjusted, strict=True):
             comparisons[balancer][task.name] = result | {"p_adjusted": p, "significant": bool(p < alpha)}
-    return document | {"comparisons": comparisons}
+    return PairedStatistics.model_validate(document | {"comparisons": comparisons})

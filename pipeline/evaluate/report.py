@@ -17,7 +17,6 @@ over folds at each epoch (over the folds still training at that epoch).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -35,6 +34,7 @@ from pipeline.data.split import read_split
 from pipeline.errors import DataError
 from pipeline.evaluate import sections
 from pipeline.evaluate.document import Block, Heading, Image, Paragraph, to_html, to_markdown
+from pipeline.evaluate.evaluation_files import STATISTICS_FILE, SUMMARY_FILE, EvaluationSummary, PairedStatistics
 from pipeline.evaluate.figures import contour_figure, png, validation_loss_figure, weights_figure
 from pipeline.evaluate.history import convergence_epochs, mean_over_folds, read_history
 from pipeline.tracking import lineage_tags, stage_run
@@ -64,10 +64,10 @@ def run(params: Params, data: Path, metrics_dir: Path, reports: Path) -> Path:
     reports = Path(reports)
     with stage_run(params, "report", None, data):  # connects to MLflow first
         evaluation = reports / EVALUATION_DIR
-        summary = _read_json(evaluation / "summary.json")
-        statistics = _read_json(evaluation / "statistics.json")
+        summary = EvaluationSummary.read(evaluation / SUMMARY_FILE, "the evaluate stage")
+        statistics = PairedStatistics.read(evaluation / STATISTICS_FILE, "the evaluate stage")
         examples = _read_npz(evaluation / "examples.npz")
-        histories = {b: read_history(Path(metrics_dir) / b / "history.csv") for b in summary["balancers"]}
+        histories = {b: read_history(Path(metrics_dir) / b / "history.csv") for b in summary.balancers}
         blocks = report_blocks(
             lineage_tags(params, data),
             summary,
@@ -93,11 +93,11 @@ def run(params: Params, data: Path, metrics_dir: Path, reports: Path) -> Path:
 
 def report_blocks(
     lineage: dict[str, str],
-    summary: dict[str, Any],
-    statistics: dict[str, Any],
+    summary: EvaluationSummary,
+    statistics: PairedStatistics,
     histories: dict[str, list[dict[str, Any]]],
     examples: dict[str, np.ndarray],
-    tune: dict[str, Any] | None,
+    tune: TuneDocument | None,
     tune_png: bytes | None,
     duplicates: list[list[str]],
     absent_tissues: Sequence[str],
@@ -105,7 +105,7 @@ def report_blocks(
     """The whole report, section by section (:data:`SECTIONS`); figures are rendered here. ``histories``: each
     balancer's ``history.csv`` records (every fold); ``duplicates``: the split's groups of images with identical
     pixels; ``absent_tissues``: the configured tissues that no mask of the dataset has."""
-    tasks = {t["name"]: t["kind"] for t in summary["tasks"]}
+    tasks = {t.name: t.kind for t in summary.tasks}
     provenance, table_ii, ensembles, table_iii, paired, weights, losses, converged, predictions, sweep = SECTIONS
     epochs = {b: convergence_epochs(records, list(tasks)) for b, records in histories.items()}
     histories = {b: mean_over_folds(records) for b, records in histories.items()}
@@ -176,15 +176,6 @@ def _contours(tasks: dict[str, str], examples: dict[str, np.ndarray]) -> list[Bl
 
 def _figure(name: str, figure: Figure, caption: str) -> Image:
     return Image(f"{FIGURES_DIR}/{name}", png(figure), caption)
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DataError(f"{path}: not found (run the evaluate stage first)") from None
-    except ValueError as exc:
-        raise DataError(f"{path}: not valid JSON ({exc})") from None
 
 
 def _read_npz(path: Path) -> dict[str, np.ndarray]:

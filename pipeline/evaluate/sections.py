@@ -14,6 +14,13 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pipeline.evaluate.document import Block, Cell, Paragraph, Table
+from pipeline.evaluate.evaluation_files import (
+    Comparison,
+    EvaluationSummary,
+    McNemarComparison,
+    OverFolds,
+    PairedStatistics,
+)
 from pipeline.evaluate.summary import EFFICIENCY, TABLE_II, TABLE_III
 from pipeline.tune.tune_file import TuneDocument
 
@@ -43,8 +50,8 @@ def provenance(
             f"code commit `{lineage['git_commit']}`{dirty}; params hash `{lineage['params_hash'][:12]}`."
         ),
         Paragraph(
-            f"Balancers {', '.join(summary['balancers'])}; folds {', '.join(map(str, summary['folds']))}; "
-            f"{summary['test_images']} held-out test images. Every fold's best-validation checkpoint is "
+            f"Balancers {', '.join(summary.balancers)}; folds {', '.join(map(str, summary.folds))}; "
+            f"{summary.test_images} held-out test images. Every fold's best-validation checkpoint is "
             "evaluated on the whole test split; tables show mean ± sample standard deviation over folds."
         ),
         Paragraph(
@@ -67,36 +74,36 @@ def provenance(
     ]
 
 
-def table_ii(summary: Mapping[str, Any], task: str, kind: str) -> Table:
+def table_ii(summary: EvaluationSummary, task: str, kind: str) -> Table:
     """One task's test metrics (the paper's Table II columns for its kind), a row per balancer."""
     names = TABLE_II[kind]
     return _fold_table(summary, task, names, names, [TABLE_II_DIGITS] * len(names), higher_is_better=True)
 
 
-def ensembles(summary: Mapping[str, Any], task: str, kind: str) -> Table:
+def ensembles(summary: EvaluationSummary, task: str, kind: str) -> Table:
     """One task's test metrics of each balancer's fold ensemble (its fold models averaging their probabilities:
     one model, so one value, not a mean over folds), the Table II columns of its kind."""
     names = TABLE_II[kind]
-    balancers = summary["balancers"]
-    values = [[{"mean": summary["ensembles"][b][task][n], "std": math.nan} for n in names] for b in balancers]
+    balancers = summary.balancers
+    values = [[_one_value(summary.ensembles[b][task][n]) for n in names] for b in balancers]
     return _table(balancers, values, names, [TABLE_II_DIGITS] * len(names), higher_is_better=True)
 
 
-def per_class(summary: Mapping[str, Any], task: str) -> list[Block]:
+def per_class(summary: EvaluationSummary, task: str) -> list[Block]:
     """A multi-class segmentation task's test Dice and IoU of each foreground class (pixels summed over the
     test set), a row per balancer; a class absent from the test ground truth shows as :data:`ABSENT`, with a
     note giving the pixels each balancer predicted as it (all false positives, mean over folds)."""
-    classes = next(t["classes"] for t in summary["tasks"] if t["name"] == task)[1:]  # after the background
+    classes = summary.task(task).classes[1:]  # after the background
     names = tuple(f"{metric}_{c}" for c in classes for metric in ("dice", "iou"))
     titles = tuple(f"{metric} {c}" for c in classes for metric in ("Dice", "IoU"))
     table = _fold_table(summary, task, names, titles, [TABLE_II_DIGITS] * len(names), higher_is_better=True)
-    results = summary["results"]
-    absent = [c for c in classes if f"dice_{c}" not in results[summary["balancers"][0]][task]]
+    results = summary.results
+    absent = [c for c in classes if f"dice_{c}" not in results[summary.balancers[0]][task]]
     notes = [
         Paragraph(
             f"{ABSENT} `{c}` occurs in no test image's ground truth: it has no Dice or IoU and is left out of "
             f"{task}'s means over classes. Pixels predicted as `{c}` (false positives, mean over folds): "
-            + ", ".join(f"{b} {_pixels(results[b][task][f'fp_pixels_{c}']['mean'])}" for b in summary["balancers"])
+            + ", ".join(f"{b} {_pixels(results[b][task][f'fp_pixels_{c}'].mean)}" for b in summary.balancers)
             + "."
         )
         for c in absent
@@ -128,45 +135,45 @@ def _epoch(fold: Mapping[str, int], task: str) -> str:
     return f"{fold[task]} (last)" if fold[task] == fold["last"] else str(fold[task])
 
 
-def table_iii(summary: Mapping[str, Any]) -> Table:
+def table_iii(summary: EvaluationSummary) -> Table:
     """Training efficiency (the paper's Table III), a row per balancer; lower is better."""
     names = tuple(TABLE_III)
     digits = [TABLE_III_DIGITS[n] for n in names]
     return _fold_table(summary, EFFICIENCY, names, tuple(TABLE_III.values()), digits, higher_is_better=False)
 
 
-def comparisons(statistics: Mapping[str, Any], summary: Mapping[str, Any]) -> list[Block]:
+def comparisons(statistics: PairedStatistics, summary: EvaluationSummary) -> list[Block]:
     """The paired tests against the reference balancer: how they pair, the correction, one row per test
     (balancers and tasks in the evaluation's order)."""
-    reference = statistics["reference"]
-    results = statistics["comparisons"]
-    test_images = summary["test_images"]
+    reference = statistics.reference
+    results = statistics.comparisons
+    test_images = summary.test_images
     if not results:
-        return [Paragraph(statistics["note"] or f"No balancer other than `{reference}` was evaluated.")]
+        return [Paragraph(statistics.note or f"No balancer other than `{reference}` was evaluated.")]
     correction = (
         f"p-values are Holm-adjusted within each task across the {len(results)} balancers compared"
-        if statistics["correction"] == "holm"
+        if statistics.correction == "holm"
         else "p-values are not corrected for multiple comparisons"
     )
     intro = Paragraph(
-        f"Each balancer against `{reference}` on the same {test_images} test images, pairing {statistics['pairing']}. "
-        f"Two-sided tests; {correction}; significant means adjusted p < {statistics['alpha']}."
+        f"Each balancer against `{reference}` on the same {test_images} test images, pairing {statistics.pairing}. "
+        f"Two-sided tests; {correction}; significant means adjusted p < {statistics.alpha}."
     )
     header = ("balancer", "task", "test", "direction", "effect", "p", "adjusted p", "significant")
     rows = []
-    for balancer in (b for b in summary["balancers"] if b in results):
-        for task in (t["name"] for t in summary["tasks"]):
+    for balancer in (b for b in summary.balancers if b in results):
+        for task in (t.name for t in summary.tasks):
             r = results[balancer][task]
             rows.append(
                 (
                     Cell(balancer),
                     Cell(task),
-                    Cell(r["test"]),
-                    Cell(r["direction"]),
+                    Cell(r.test),
+                    Cell(r.direction),
                     Cell(_effect(r, balancer, reference)),
-                    Cell(f"{r['p_value']:.4g}"),
-                    Cell(f"{r['p_adjusted']:.4g}"),
-                    Cell("yes" if r["significant"] else "no", bold=r["significant"]),
+                    Cell(f"{r.p_value:.4g}"),
+                    Cell(f"{r.p_adjusted:.4g}"),
+                    Cell("yes" if r.significant else "no", bold=r.significant),
                 )
             )
     return [intro, Table(header, tuple(rows))]
@@ -186,41 +193,43 @@ def tuning(tune: TuneDocument | None) -> list[Block]:
     for row in tune.rows:
         bold = all(row.get(k) == selected.get(k) for k in keys)
         cells = [_number(row.get(k)) for k in keys] + [str(row.get("status", "")), _number(row.get("folds_done"))]
-        cells += [_mean_std({"mean": _nan(row.get(f"{f}_mean")), "std": _nan(row.get(f"{f}_std"))}, 4) for f in figures]
+        cells += [_mean_std(_sweep_figure(row, f), 4) for f in figures]
         rows.append(tuple(Cell(c, bold=bold) for c in cells))
     choice = ", ".join(f"{k} = {_number(selected.get(k))}" for k in keys)
     columns = (*keys, "status", "folds", *(f"{f} (val, mean ± std)" for f in figures))
     return [Paragraph(f"Selected {choice} (bold row). Rule: {rule}"), Table(columns, tuple(rows))]
 
 
-def _nan(value: Any) -> float:
-    return math.nan if value is None else float(value)
+def _sweep_figure(row: Mapping[str, Any], name: str) -> OverFolds:
+    """A sweep row's ``<name>_mean`` and ``<name>_std`` (null: undefined)."""
+    mean, std = (row.get(f"{name}_{part}") for part in ("mean", "std"))
+    return OverFolds(mean=math.nan if mean is None else mean, std=math.nan if std is None else std, folds=[])
 
 
 def _fold_table(
-    summary: Mapping[str, Any],
+    summary: EvaluationSummary,
     group: str,
     names: Sequence[str],
     titles: Sequence[str],
     digits: Sequence[int],
     higher_is_better: bool,
 ) -> Table:
-    balancers = summary["balancers"]
-    values = [[summary["results"][b][group].get(n) for n in names] for b in balancers]
+    balancers = summary.balancers
+    values = [[summary.results[b][group].get(n) for n in names] for b in balancers]
     return _table(balancers, values, titles, digits, higher_is_better)
 
 
 def _table(
     balancers: Sequence[str],
-    values: Sequence[Sequence[Mapping[str, float] | None]],
+    values: Sequence[Sequence[OverFolds | None]],
     titles: Sequence[str],
     digits: Sequence[int],
     higher_is_better: bool,
 ) -> Table:
-    """A row per balancer of ``values`` (``{"mean", "std"}`` per column, None: absent), best means in bold."""
+    """A row per balancer of ``values`` (a figure over folds per column, None: absent), best means in bold."""
     columns = []
     for j, d in enumerate(digits):
-        means = [math.nan if row[j] is None else round(row[j]["mean"], d) for row in values]
+        means = [math.nan if row[j] is None else round(row[j].mean, d) for row in values]
         best = _best(means, higher_is_better)
         columns.append(
             [Cell(ABSENT if row[j] is None else _mean_std(row[j], d), bold=i in best) for i, row in enumerate(values)]
@@ -238,8 +247,13 @@ def _best(means: Sequence[float], higher_is_better: bool) -> set[int]:
     return {i for i, m in enumerate(means) if m == target}
 
 
-def _mean_std(value: Mapping[str, float], digits: int) -> str:
-    mean, std = value["mean"], value["std"]
+def _one_value(value: float) -> OverFolds:
+    """A single value (a fold ensemble's, not a mean over folds) shown as a mean without std."""
+    return OverFolds(mean=value, std=math.nan, folds=[value])
+
+
+def _mean_std(value: OverFolds, digits: int) -> str:
+    mean, std = value.mean, value.std
     if math.isnan(mean):
         return "n/a"
     return f"{mean:.{digits}f}" if math.isnan(std) else f"{mean:.{digits}f} ± {std:.{digits}f}"
@@ -250,18 +264,18 @@ def _pixels(count: float) -> str:
     return f"{count:,.0f}" if float(count).is_integer() else f"{count:,.1f}"
 
 
-def _effect(result: Mapping[str, Any], balancer: str, reference: str) -> str:
-    if result["test"] == "mcnemar_exact":
+def _effect(result: Comparison, balancer: str, reference: str) -> str:
+    if isinstance(result, McNemarComparison):
         text = (
-            f"b = {result['b']} (only {balancer} right), c = {result['c']} (only {reference} right); "
-            f"accuracy {result['accuracy']:.3f} vs {result['reference_accuracy']:.3f}"
+            f"b = {result.b} (only {balancer} right), c = {result.c} (only {reference} right); "
+            f"accuracy {result.accuracy:.3f} vs {result.reference_accuracy:.3f}"
         )
     else:
         text = (
-            f"median ΔDice {result['median_difference']:+.4f} (mean {result['mean_difference']:+.4f}); "
-            f"{result['n_nonzero']} of {result['n']} images differ"
+            f"median ΔDice {result.median_difference:+.4f} (mean {result.mean_difference:+.4f}); "
+            f"{result.n_nonzero} of {result.n} images differ"
         )
-    return f"{text}; {result['note']}" if result["note"] else text
+    return f"{text}; {result.note}" if result.note else text
 
 
 def _number(value: Any) -> str:

@@ -49,6 +49,7 @@ from pipeline.config import Params
 from pipeline.data.folds import ArraySet, load_test
 from pipeline.errors import ConfigError, DataError
 from pipeline.evaluate.ensemble import FoldEnsemble
+from pipeline.evaluate.evaluation_files import STATISTICS_FILE, SUMMARY_FILE, EvaluationSummary, TaskInfo
 from pipeline.evaluate.inference import ModelPass, load_model, model_pass
 from pipeline.evaluate.paired import paired_values, statistics_document
 from pipeline.evaluate.summary import (
@@ -96,22 +97,20 @@ def run(params: Params, data: Path, models_dir: Path, metrics_dir: Path, reports
     figures = {b: [p.metrics | {EFFICIENCY: e} for p, e in zip(passes[b], efficiency[b])] for b in balancers}
     summaries = {b: over_folds(figures[b]) for b in balancers}
     paired = {b: paired_values(tasks, [p.per_image for p in passes[b]]) for b in balancers}
-    summary = {
-        "balancers": list(balancers),
-        "folds": list(folds),
-        "test_images": len(test),
-        "tasks": [{"name": t.name, "kind": t.kind, "classes": list(t.class_names)} for t in tasks],
-        "results": summaries,
-        "ensembles": ensembles,
-    }
+    summary = EvaluationSummary(
+        balancers=list(balancers),
+        folds=list(folds),
+        test_images=len(test),
+        tasks=[TaskInfo(name=t.name, kind=t.kind, classes=list(t.class_names)) for t in tasks],
+        results=summaries,
+        ensembles=ensembles,
+    )
     per_image = [
         row for b in balancers for k, p in zip(folds, passes[b]) for row in image_rows(tasks, b, k, test.ids, p)
     ]
     with atomic_dir(Path(reports) / EVALUATION_DIR) as out:
-        atomic_write_json(out / "summary.json", summary)
-        atomic_write_json(
-            out / "statistics.json", statistics_document(tasks, paired, params.evaluate.alpha, params.evaluate.holm)
-        )
+        summary.write(out / SUMMARY_FILE)
+        statistics_document(tasks, paired, params.evaluate.alpha, params.evaluate.holm).write(out / STATISTICS_FILE)
         atomic_write_text(out / "per_image.csv", history_csv(per_image))
         atomic_write_bytes(out / "examples.npz", examples_npz(tasks, test, keep, passes))
     per_fold = [row for b in balancers for row in fold_rows(b, folds, figures[b])]

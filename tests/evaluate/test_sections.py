@@ -5,12 +5,13 @@ import pytest
 from pipeline.errors import DataError
 from pipeline.evaluate import sections
 from pipeline.evaluate.document import Table, to_html, to_markdown
+from pipeline.evaluate.evaluation_files import EvaluationSummary, TaskInfo
 from pipeline.evaluate.report import read_tune
 from pipeline.evaluate.summary import TABLE_III, over_folds
 from pipeline.tune.tune_file import TuneDocument
 
 
-def _summary(dice: dict, memory: dict) -> dict:
+def _summary(dice: dict, memory: dict) -> EvaluationSummary:
     """A summary.json of two folds: per balancer Dice and peak memory per fold, other columns constant."""
     results = {}
     for balancer, dices in dice.items():
@@ -22,13 +23,14 @@ def _summary(dice: dict, memory: dict) -> dict:
             for d, mem in zip(dices, memory[balancer])
         ]
         results[balancer] = over_folds(folds)
-    return {
-        "balancers": list(dice),
-        "folds": [0, 1],
-        "test_images": 6,
-        "tasks": [{"name": "lesion", "kind": "binary_segmentation"}],
-        "results": results,
-    }
+    return EvaluationSummary(
+        balancers=list(dice),
+        folds=[0, 1],
+        test_images=6,
+        tasks=[TaskInfo(name="lesion", kind="binary_segmentation", classes=["background", "foreground"])],
+        results=results,
+        ensembles={},
+    )
 
 
 def _column(table: Table, title: str) -> list[tuple[str, bool]]:
@@ -144,15 +146,16 @@ def test_a_tissue_task_gets_a_dice_and_iou_column_per_tissue_in_class_order():
         {"tissue": {"dice_slough": s, "iou_slough": s / 2, "dice_granulation": 0.9, "iou_granulation": 0.8}}
         for s in (0.6, 0.8)
     ]
-    summary = {
-        "balancers": ["equal"],
-        "folds": [0, 1],
-        "test_images": 4,
-        "results": {"equal": over_folds(folds)},
-        "tasks": [
-            {"name": "tissue", "kind": "multiclass_segmentation", "classes": ["background", "slough", "granulation"]}
+    summary = EvaluationSummary(
+        balancers=["equal"],
+        folds=[0, 1],
+        test_images=4,
+        results={"equal": over_folds(folds)},
+        tasks=[
+            TaskInfo(name="tissue", kind="multiclass_segmentation", classes=["background", "slough", "granulation"])
         ],
-    }
+        ensembles={},
+    )
     (table,) = sections.per_class(summary, "tissue")
     assert table.header == ("balancer", "Dice slough", "IoU slough", "Dice granulation", "IoU granulation")
     assert _column(table, "Dice slough") == [("0.7000 ± 0.1414", True)]
@@ -163,15 +166,14 @@ def test_a_class_absent_from_the_test_truth_shows_as_absent_with_its_false_posit
         return {"tissue": {"dice_slough": 0.6, "iou_slough": 0.4, "fp_pixels_necrosis": necrosis_predicted}}
 
     results = {"equal": over_folds([fold(0), fold(0)]), "stl": over_folds([fold(1200), fold(1300)])}
-    summary = {
-        "balancers": ["equal", "stl"],
-        "folds": [0, 1],
-        "test_images": 4,
-        "results": results,
-        "tasks": [
-            {"name": "tissue", "kind": "multiclass_segmentation", "classes": ["background", "slough", "necrosis"]}
-        ],
-    }
+    summary = EvaluationSummary(
+        balancers=["equal", "stl"],
+        folds=[0, 1],
+        test_images=4,
+        results=results,
+        tasks=[TaskInfo(name="tissue", kind="multiclass_segmentation", classes=["background", "slough", "necrosis"])],
+        ensembles={},
+    )
     table, note = sections.per_class(summary, "tissue")
     assert _column(table, "Dice necrosis") == _column(table, "IoU necrosis") == [("—", False), ("—", False)]
     assert _column(table, "Dice slough") == [("0.6000 ± 0.0000", True), ("0.6000 ± 0.0000", True)]

@@ -104,18 +104,18 @@ def test_statistics_document_holm_corrects_per_task_and_flags_significance():
         "dwa": {"lesion": reference.copy(), "diagnosis": correct.copy()},  # identical to equal
     }
     document = statistics_document([LESION, DIAGNOSIS], paired, alpha=0.05, holm_correct=True)
-    assert set(document["comparisons"]) == {"atdwa", "dwa"}
-    atdwa, dwa = document["comparisons"]["atdwa"]["lesion"], document["comparisons"]["dwa"]["lesion"]
-    assert atdwa["p_adjusted"] == pytest.approx(min(1.0, 2 * atdwa["p_value"]))
-    assert atdwa["significant"] and atdwa["direction"] == "better"
-    assert dwa["p_value"] == dwa["p_adjusted"] == 1.0 and not dwa["significant"]
-    assert document["comparisons"]["atdwa"]["diagnosis"]["p_value"] == 1.0
+    assert set(document.comparisons) == {"atdwa", "dwa"}
+    atdwa, dwa = document.comparisons["atdwa"]["lesion"], document.comparisons["dwa"]["lesion"]
+    assert atdwa.p_adjusted == pytest.approx(min(1.0, 2 * atdwa.p_value))
+    assert atdwa.significant and atdwa.direction == "better"
+    assert dwa.p_value == dwa.p_adjusted == 1.0 and not dwa.significant
+    assert document.comparisons["atdwa"]["diagnosis"].p_value == 1.0
 
     raw = statistics_document([LESION, DIAGNOSIS], paired, alpha=0.05, holm_correct=False)
-    assert raw["correction"] == "none"
-    assert raw["comparisons"]["atdwa"]["lesion"]["p_adjusted"] == atdwa["p_value"]
+    assert raw.correction == "none"
+    assert raw.comparisons["atdwa"]["lesion"].p_adjusted == atdwa.p_value
 
 
 def test_without_equal_there_is_nothing_to_compare_and_the_document_says_so():
     document = statistics_document([LESION], {"dwa": {"lesion": REFERENCE}}, alpha=0.05, holm_correct=True)
-    assert document["comparisons"] == {} and "equal" in document["note"]
+    assert document.comparisons == {} and "equal" in document.note
