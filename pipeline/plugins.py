@@ -13,10 +13,10 @@ from typing import TypeVar
 
 from pipeline.errors import ConfigError
 
-T = TypeVar("T", bound=type)
+B = TypeVar("B")
 
 
-def discover(package: str, base: T) -> dict[str, T]:
+def discover(package: str, base: type[B]) -> dict[str, type[B]]:
     """``{cls.name: cls}`` for every subclass of ``base`` (at any depth) that sets its own ``name`` class
     attribute and is defined in a module of ``package``, sorted by name.
 
@@ -27,7 +27,7 @@ def discover(package: str, base: T) -> dict[str, T]:
     modules = importlib.import_module(package)
     for info in pkgutil.iter_modules(modules.__path__):
         importlib.import_module(f"{package}.{info.name}")
-    found: dict[str, T] = {}
+    found: dict[str, type[B]] = {}
     todo = list(base.__subclasses__())
     while todo:
         cls = todo.pop()

@@ -106,7 +106,7 @@ class Balancer(ABC):
         model: MultiTaskModel,
         features: list[torch.Tensor],
         head_inputs: list[torch.Tensor],
-        scale: float = 1.0,
+        scale: float | torch.Tensor = 1.0,
     ) -> None:
         """Accumulate ``scale * d combine(losses) / d params`` into ``.grad`` of model and balancer."""
         (self.combine(torch.stack(tuple(losses))) * scale).backward()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from pydantic import Field
@@ -46,7 +46,7 @@ class DWABalancer(Balancer):
     """Per-epoch weights :func:`dwa_weights` at a fixed temperature (``balancer.dwa.temperature``)."""
 
     name = "dwa"
-    settings_model = DWASettings
+    settings_model: ClassVar[type[MethodSettings]] = DWASettings
 
     def __init__(self, task_names: Sequence[str], temperature: float = 2.0):
         super().__init__(task_names)

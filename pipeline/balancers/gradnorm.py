@@ -103,9 +103,7 @@ class GradNormBalancer(Balancer):
         self._initial_losses = torch.full((self.num_tasks,), math.nan, dtype=torch.float64)  # L(0); nan before
         self._has_initial = torch.zeros((), dtype=torch.bool)
         self.last_grad_norms: torch.Tensor | None = None
-        self._sums: torch.Tensor | None = None  # (K * P + K,): the two views below, all-reduced at once
-        self._grad_sum: torch.Tensor | None = None  # (K, P) sum of scale * grad_W L_k
-        self._loss_sum: torch.Tensor | None = None  # (K,) sum of the micro-batch losses
+        self._sums: torch.Tensor | None = None  # (K * P + K,): the views of _accumulators(), all-reduced at once
         self._scale_sum: float | torch.Tensor = 0.0
         self._micro_batches = 0
 
@@ -152,7 +150,7 @@ class GradNormBalancer(Balancer):
         model: MultiTaskModel,
         features: list[torch.Tensor],
         head_inputs: list[torch.Tensor],
-        scale: float = 1.0,
+        scale: float | torch.Tensor = 1.0,
     ) -> None:
         """Accumulate ``scale * d(sum_k w_k L_k)/d params`` and the per-task gradients at W.
 
@@ -166,11 +164,9 @@ class GradNormBalancer(Balancer):
             )
         shared = [p for p in model.last_shared_layer.parameters() if p.requires_grad]
         if self._sums is None:
-            rows, size = self.num_tasks, sum(p.numel() for p in shared)
-            self._sums = shared[0].new_zeros(rows * size + rows)
-            self._grad_sum = self._sums[: rows * size].view(rows, size)
-            self._loss_sum = self._sums[rows * size :]
-        weights = self._weights.detach().to(self._sums.dtype)  # (K,) on the device: no host read per micro-batch
+            self._sums = shared[0].new_zeros(self.num_tasks * sum(p.numel() for p in shared) + self.num_tasks)
+        _, _, loss_sum = self._accumulators()
+        weights = self._weights.detach().to(loss_sum.dtype)  # (K,) on the device: no host read per micro-batch
         feature_grads: list[torch.Tensor | None] = [None] * len(features)
         for k, (task, loss) in enumerate(zip(self.task_names, losses)):
             head_params = [p for p in model.task_parameters(task) if p.requires_grad]
@@ -190,11 +186,19 @@ class GradNormBalancer(Balancer):
                     feature_grads[i] = g * coef if summed is None else summed.add_(g * coef)
             if task_feature_grads[-1] is not None:
                 self._accumulate_shared_grad(k, features[-1], task_feature_grads[-1], shared)
-            self._loss_sum[k] += loss.detach().to(self._loss_sum)
+            loss_sum[k] += loss.detach().to(loss_sum)
         used = [i for i, g in enumerate(feature_grads) if g is not None]
         torch.autograd.backward([features[i] for i in used], grad_tensors=[feature_grads[i] for i in used])
         self._scale_sum = self._scale_sum + scale
         self._micro_batches += 1
+
+    def _accumulators(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The step's buffer ``(K * P + K,)`` and its two views: ``(K, P)`` the sum of ``scale * grad_W L_k`` and
+        ``(K,)`` the sum of the micro-batch losses (allocated by the first :meth:`backward`)."""
+        if self._sums is None:
+            raise RuntimeError("GradNormBalancer: no backward() since it was built")
+        k = self.num_tasks
+        return self._sums, self._sums[:-k].view(k, -1), self._sums[-k:]
 
     def _accumulate_shared_grad(
         self,
@@ -209,7 +213,7 @@ class GradNormBalancer(Balancer):
         offset = 0
         for p, g in zip(shared, grads):
             if g is not None:
-                self._grad_sum[k, offset : offset + p.numel()].add_(g.flatten())
+                self._accumulators()[1][k, offset : offset + p.numel()].add_(g.flatten())
             offset += p.numel()
 
     def step(self, comm: Comm, skipped: torch.Tensor | None = None) -> None:
@@ -222,11 +226,12 @@ class GradNormBalancer(Balancer):
         if self._micro_batches == 0:
             raise RuntimeError("GradNormBalancer.step() called without backward() since the last step")
         k = self.num_tasks
-        self._grad_sum.div_(self._scale_sum)  # unscales: the sum of the micro-batches' scales
-        self._loss_sum.div_(self._micro_batches)
-        means = comm.all_reduce_mean(self._sums)
+        sums, grad_sum, loss_sum = self._accumulators()
+        grad_sum.div_(self._scale_sum)  # unscales: the sum of the micro-batches' scales
+        loss_sum.div_(self._micro_batches)
+        means = comm.all_reduce_mean(sums)
         stats = torch.cat([means[:-k].view(k, -1).norm(dim=1), means[-k:]]).to(torch.float64)
-        self._sums.zero_()
+        sums.zero_()
         self._scale_sum = 0.0
         self._micro_batches = 0
         valid = torch.isfinite(stats).all()

@@ -63,7 +63,7 @@ def synthetic_rows(
     side = image_size // 3
     for row, (y, x) in zip(mask, rng.integers(0, image_size // 2, (n, 2))):
         row[y : y + side, x : x + side] = 1
-    rows = {
+    rows: dict[str, np.ndarray] = {
         "image": rng.integers(0, 256, (n, channels, image_size, image_size), dtype=np.uint8),
         "mask": mask,
         "label": rng.integers(0, classes, n, dtype=np.int64),
@@ -166,7 +166,10 @@ def peak_memory_mib(params: Params, balancer: str, steps: int, batch_size: int, 
     return (peak - before) / 2**20
 
 
-def _memory_in_subprocess(params_path: Path, balancer: str, batch_size: int, image_size: int) -> float:
+def _memory_in_subprocess(params_path: Path | None, balancer: str, batch_size: int, image_size: int) -> float:
+    """:func:`peak_memory_mib` in a fresh interpreter, which reads the params at ``params_path``."""
+    if params_path is None:
+        raise ValueError("measuring CPU memory needs the params file the subprocess reads (params_path)")
     code = (
         "import sys; from pipeline.config import load_params; from pipeline.bench.balancers import peak_memory_mib;"
         f"print(peak_memory_mib(load_params(sys.argv[1]), {balancer!r}, 3, {batch_size}, {image_size}))"
@@ -222,7 +225,9 @@ def run(
                 "peak_memory_mib": median_m[b],
                 "time_ratio_vs_equal": median_t[b] / median_t["equal"],
                 "max_time_ratio_vs_equal": max_t[b] / max_t["equal"],
-                "memory_ratio_vs_equal": None if median_m[b] is None else median_m[b] / median_m["equal"],
+                "memory_ratio_vs_equal": None
+                if (m := median_m[b]) is None or (e := median_m["equal"]) is None
+                else m / e,
             }
             for b in balancers
         },

@@ -34,7 +34,7 @@ from pipeline.config import Params, deep_merge, parse_params
 from pipeline.data.folds import load_fold
 from pipeline.tasks import build_tasks
 from pipeline.train import cluster
-from pipeline.train.checkpoint import LAST, DirectoryStore, load_checkpoint
+from pipeline.train.checkpoint import LAST, DirectoryStore, read_checkpoint
 from pipeline.train.distributed import run_fold
 from pipeline.train.loop import Trainer
 
@@ -61,7 +61,7 @@ def epoch_seconds(path: Path) -> list[float]:
 
 def compute_seconds(run_dir: Path) -> list[float]:
     """Training + validation seconds of epochs 1.., from the run's final checkpoint ``last.pt``."""
-    return load_checkpoint(Path(run_dir) / LAST)["timer"]["epoch_seconds"][1:]
+    return read_checkpoint(Path(run_dir) / LAST)["timer"]["epoch_seconds"][1:]
 
 
 def job_params(params: Params, workers: int, threads: int, storage: Path, epochs: int = EPOCHS) -> Params:

@@ -312,7 +312,7 @@ def run(params: Params, device: str = "auto", out: Path = paths.REPORTS / "gpu_c
     env = environment(target)
     trained = check_params(params, target, env["precision"])
     with tempfile.TemporaryDirectory(prefix="mtl-gpu-check-") as work:
-        results = {
+        results: dict[str, Any] = {
             "device": str(target),
             "environment": env,
             "distributed": attempt(functools.partial(distributed_smoke, target)),

@@ -102,7 +102,8 @@ def _augment_chunk(jobs: Sequence[Job], preprocessed: Path, aug: AugmentParams, 
     mask_names = [name for name in ("mask", "tissue") if name in source]
     chunk_masks = {name: np.asarray(source[name][rows]) for name in mask_names}
     transforms = {name: _transform(name, aug, size) for name in aug.transforms}
-    images, masks = [], {name: [] for name in mask_names}
+    images: list[np.ndarray] = []
+    masks: dict[str, list[np.ndarray]] = {name: [] for name in mask_names}
     for i, (_, source_id, copy) in enumerate(jobs):
         transform = transforms[aug.transforms[copy % len(aug.transforms)]]
         transform.set_random_seed(copy_seed(seed, source_id, copy))

@@ -135,8 +135,8 @@ def read_mask(paths: Sequence[Path]) -> np.ndarray:
         pixels = np.asarray(img)
         if pixels.ndim == 3:
             colour = [i for i, band in enumerate(img.getbands()) if band != "A"]
-            pixels = pixels[..., colour].any(axis=-1)
-        nonzero = pixels != 0
+            pixels = np.asarray(pixels[..., colour].any(axis=-1))
+        nonzero = np.asarray(pixels != 0)
         if merged is None:
             merged = nonzero
         elif nonzero.shape != merged.shape:
@@ -146,4 +146,5 @@ def read_mask(paths: Sequence[Path]) -> np.ndarray:
             )
         else:
             merged |= nonzero
+    assert merged is not None, "no mask paths"
     return merged.astype(np.uint8)

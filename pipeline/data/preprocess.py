@@ -40,7 +40,7 @@ from pipeline.errors import DataError
 from pipeline.logs import progress
 from pipeline.paths import MANIFEST
 
-ARRAY_DTYPES = {
+ARRAY_DTYPES: dict[str, np.dtype] = {
     "image": np.dtype(np.uint8),
     "mask": np.dtype(np.uint8),
     "tissue": np.dtype(np.uint8),

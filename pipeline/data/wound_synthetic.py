@@ -140,12 +140,13 @@ def _draw_wound(rng: np.random.Generator, size: int, n_classes: int) -> _Wound:
     skin = (SKIN_TONES[low] + (tone - low) * (SKIN_TONES[low + 1] - SKIN_TONES[low])) * (1 + rng.normal(0, 0.03, 3))
     radius = rng.uniform(0.14, 0.3) * size
     reach = max(0.0, 0.46 - 1.35 * radius / size)  # keeps (nearly always) all of the wound in the photo
-    centre = tuple(float(c) for c in (0.5 + rng.uniform(-reach, reach, 2)) * size)
+    row, col = (float(c) for c in (0.5 + rng.uniform(-reach, reach, 2)) * size)
+    centre = (row, col)
     aspect, angle = rng.uniform(0.55, 1.0), rng.uniform(0, np.pi)
     outline = _harmonics(rng, range(2, 7), 0.35)
     band, band_outline = rng.uniform(0.06, 0.16), _harmonics(rng, range(1, 6), 1.6)
     slough, slough_field = rng.uniform(0.13, 0.36), _noise(rng, size, radius / 4)
-    patches = []
+    patches: list[_Patch] = []
     for _ in range(max(0, n_classes - 3)):
         where = rng.uniform(0, 0.7) * np.exp(1j * rng.uniform(-np.pi, np.pi))
         patches.append(

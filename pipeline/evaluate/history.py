@@ -32,10 +32,10 @@ def mean_over_folds(records: Sequence[Record]) -> list[Record]:
     """One record per epoch, ascending: every column's mean over the folds that ran that epoch (None where
     no fold has a value); the ``fold`` column is dropped."""
     out = []
-    for epoch in sorted({r["epoch"] for r in records}):
-        rows = [r for r in records if r["epoch"] == epoch]
+    for epoch in sorted({_epoch(r) for r in records}):
+        rows = [r for r in records if _epoch(r) == epoch]
         keys = dict.fromkeys(k for r in rows for k in r if k != "fold")
-        values = {k: [r[k] for r in rows if r.get(k) is not None] for k in keys}
+        values = {k: [v for r in rows if (v := r.get(k)) is not None] for k in keys}
         out.append({k: float(np.mean(v)) if v else None for k, v in values.items()})
     return out
 
@@ -45,15 +45,22 @@ def convergence_epochs(records: Sequence[Record], tasks: Sequence[str]) -> dict[
     (``val_loss/<task>``) in each fold, the first one on a tie, and the fold's last epoch (a minimum there may
     not be the end of the descent); a task with no such column is left out."""
     out: dict[int, dict[str, int]] = {}
-    for fold in sorted({int(r["fold"]) for r in records if r.get("fold") is not None}):
-        rows = sorted((r for r in records if r.get("fold") == fold), key=lambda r: r["epoch"])
+    for fold in sorted({int(f) for r in records if (f := r.get("fold")) is not None}):
+        rows = sorted((r for r in records if r.get("fold") == fold), key=_epoch)
         out[fold] = {}
         for task in tasks:
-            losses = [(r[f"val_loss/{task}"], int(r["epoch"])) for r in rows if r.get(f"val_loss/{task}") is not None]
+            losses = [(loss, _epoch(r)) for r in rows if (loss := r.get(f"val_loss/{task}")) is not None]
             if losses:
                 out[fold][task] = min(losses)[1]
-        out[fold]["last"] = int(rows[-1]["epoch"])
+        out[fold]["last"] = _epoch(rows[-1])
     return out
+
+
+def _epoch(record: Record) -> int:
+    """The record's epoch (:func:`read_history` refuses a row without one)."""
+    epoch = record["epoch"]
+    assert epoch is not None
+    return int(epoch)
 
 
 def _record(row: dict[str, str]) -> Record:

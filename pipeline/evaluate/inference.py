@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
 from pipeline.config import Params
 from pipeline.data.folds import ArraySet
@@ -54,7 +55,7 @@ def load_model(
 
 
 def model_pass(
-    model: MultiTaskModel,
+    model: nn.Module,
     tasks: tuple[Task, ...],
     source: ArraySet,
     batch_size: int,

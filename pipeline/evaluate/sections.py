@@ -37,7 +37,7 @@ ABSENT = "—"
 
 def provenance(
     lineage: Mapping[str, str],
-    summary: Mapping[str, Any],
+    summary: EvaluationSummary,
     duplicates: Sequence[Sequence[str]] = (),
     absent_tissues: Sequence[str] = (),
 ) -> list[Block]:
@@ -229,11 +229,9 @@ def _table(
     """A row per balancer of ``values`` (a figure over folds per column, None: absent), best means in bold."""
     columns = []
     for j, d in enumerate(digits):
-        means = [math.nan if row[j] is None else round(row[j].mean, d) for row in values]
-        best = _best(means, higher_is_better)
-        columns.append(
-            [Cell(ABSENT if row[j] is None else _mean_std(row[j], d), bold=i in best) for i, row in enumerate(values)]
-        )
+        cells = [row[j] for row in values]
+        best = _best([math.nan if c is None else round(c.mean, d) for c in cells], higher_is_better)
+        columns.append([Cell(ABSENT if c is None else _mean_std(c, d), bold=i in best) for i, c in enumerate(cells)])
     rows = tuple((Cell(b), *(column[i] for column in columns)) for i, b in enumerate(balancers))
     return Table(("balancer", *titles), rows)
 

@@ -27,7 +27,7 @@ from pipeline.tasks import Task
 @functools.cache
 def model_classes() -> dict[str, type[MultiTaskModel]]:
     """Every registered network by name (the plug-ins of this package)."""
-    return discover(__name__, MultiTaskModel)
+    return discover(__name__, MultiTaskModel)  # type: ignore[type-abstract]  # the base is abstract, found ones are not
 
 
 def check_model(params: Params) -> type[MultiTaskModel]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 from monai.networks.nets import AttentionUnet
 from torch import nn
@@ -50,4 +51,4 @@ class AttentionUNetMTL(SharedTrunkMTL):
 
     @property
     def last_shared_layer(self) -> nn.Module:
-        return self.trunk[1].merge
+        return cast(nn.Module, self.trunk[1].merge)  # type: ignore[index]  # trunk is MONAI's nn.Sequential

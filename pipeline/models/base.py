@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, ClassVar, cast
 
 import torch
 from torch import nn
@@ -76,7 +76,7 @@ class MultiTaskModel(nn.Module, ABC):
         """The convolution that gives segmentation task ``task``'s logits (its bias is the logits' offset)."""
         if task not in self.heads:
             raise ValueError(f"unknown task {task!r}; this model has {list(self.task_names)}")
-        return self.heads[task].logit_layer
+        return cast(nn.Conv2d, self.heads[task].logit_layer)
 
     @torch.no_grad()
     def start_at_priors(self, priors: dict[str, torch.Tensor]) -> None:
@@ -84,6 +84,8 @@ class MultiTaskModel(nn.Module, ABC):
         the task predicts those logits wherever its features are zero (see :meth:`pipeline.tasks.Task.prior_logits`)."""
         for task, logits in priors.items():
             bias = self.logit_layer(task).bias
+            if bias is None:
+                raise ValueError(f"task {task!r}: its logit convolution has no bias to start at the priors")
             bias.copy_(logits.to(bias.device, bias.dtype))
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:

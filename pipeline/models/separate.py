@@ -12,6 +12,7 @@ learning-rate plateau follow the summed validation loss. The parameter count is 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import cast
 
 import torch
 from torch import nn
@@ -34,9 +35,13 @@ class SeparateTaskModels(MultiTaskModel):
         self.heads = nn.ModuleDict()  # each network owns its head
         self._feature_counts: dict[str, int] = {}
 
+    def _each(self) -> list[tuple[str, MultiTaskModel]]:
+        """The networks by task name (an ``nn.ModuleDict`` holds them as plain modules)."""
+        return [(name, cast(MultiTaskModel, network)) for name, network in self.networks.items()]
+
     def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
         features: list[torch.Tensor] = []
-        for name, network in self.networks.items():
+        for name, network in self._each():
             own = network.encode(x)
             self._feature_counts[name] = len(own)
             features.extend(own)
@@ -44,7 +49,7 @@ class SeparateTaskModels(MultiTaskModel):
 
     def decode(self, features: list[torch.Tensor]) -> dict[str, torch.Tensor]:
         outputs, start = {}, 0
-        for name, network in self.networks.items():
+        for name, network in self._each():
             count = self._feature_counts[name]
             outputs.update(network.decode(features[start : start + count]))
             start += count
@@ -60,7 +65,7 @@ class SeparateTaskModels(MultiTaskModel):
     def logit_layer(self, task: str) -> nn.Conv2d:
         if task not in self.networks:
             raise ValueError(f"unknown task {task!r}; this model has {list(self.task_names)}")
-        return self.networks[task].logit_layer(task)
+        return dict(self._each())[task].logit_layer(task)
 
     def task_parameters(self, task: str) -> list[nn.Parameter]:
         if task not in self.networks:

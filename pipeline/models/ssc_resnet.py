@@ -6,6 +6,7 @@ from __future__ import annotations
 import pickle
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import cast
 
 import torch
 from monai.networks.nets import ResNet
@@ -67,7 +68,9 @@ class UNetHead(nn.Module):
 
     @property
     def logit_layer(self) -> nn.Conv2d:
-        return self.out[0]  # MONAI's SegmentationHead: the convolution, then identity upsampling and activation
+        return cast(
+            nn.Conv2d, self.out[0]
+        )  # MONAI's SegmentationHead: the convolution, then identity upsampling and activation
 
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
         return self.out(self.decoder(features, skip_connect=len(features) - 1))
@@ -140,7 +143,7 @@ class SSCResNet34(MultiTaskModel):
 
     @property
     def last_shared_layer(self) -> nn.Module:
-        return self.encoder.layer4[-1].conv2
+        return cast(nn.Module, self.encoder.layer4[-1].conv2)
 
     def shared_parameters(self) -> list[nn.Parameter]:
         return list(self.encoder.parameters())

@@ -61,9 +61,9 @@ class SwinUNETRMTL(SharedTrunkMTL):
 
     def __init__(self, tasks: Sequence[Task], in_channels: int = 1, dropout: float = 0.3, feature_size: int = 12):
         swin = SwinUNETR(in_channels=in_channels, out_channels=1, feature_size=feature_size, spatial_dims=2)
-        swin.out = nn.Identity()
+        swin.out = nn.Identity()  # type: ignore[assignment]  # the heads replace MONAI's output block
         super().__init__(tasks, swin, feature_size, dropout)
 
     @property
     def last_shared_layer(self) -> nn.Module:
-        return self.trunk.decoder1.conv_block
+        return self.trunk.get_submodule("decoder1.conv_block")

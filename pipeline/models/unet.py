@@ -47,4 +47,4 @@ class UNetMTL(SharedTrunkMTL):
 
     @property
     def last_shared_layer(self) -> nn.Module:
-        return self.trunk.upcat_1.convs.conv_1
+        return self.trunk.get_submodule("upcat_1.convs.conv_1")

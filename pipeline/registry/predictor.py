@@ -15,11 +15,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import cv2
-import mlflow.pyfunc
 import numpy as np
+import pandas as pd
+from mlflow.pyfunc import PyFuncModel
 
 from pipeline.registry.inputs import ModelInput, read_input
 from pipeline.registry.store import load_model
@@ -47,7 +48,7 @@ class Predictor:
     ``tasks``, ``image_size`` (S, px) and ``channels`` (C) are the model's.
     """
 
-    def __init__(self, model: mlflow.pyfunc.PyFuncModel):
+    def __init__(self, model: PyFuncModel):
         self.model = model
         wrapped = model.unwrap_python_model()
         self.tasks: tuple[Task, ...] = wrapped.tasks
@@ -58,7 +59,7 @@ class Predictor:
         """Predictions for ``images`` ``(B, C, S, S)`` float32 (preprocessed, see
         :mod:`pipeline.registry.inputs`); masks at the model's ``S × S``, or resized to ``sizes[i]``
         ``(height, width)``: probabilities resized bilinearly, then thresholded / arg-maxed."""
-        frame = self.model.predict(np.asarray(images, dtype=np.float32))
+        frame = cast(pd.DataFrame, self.model.predict(np.asarray(images, dtype=np.float32)))  # MultiTaskPyfunc's
         sizes = sizes or [(self.image_size, self.image_size)] * len(frame)
         return [image_prediction(self.tasks, row, size) for row, size in zip(frame.to_dict("records"), sizes)]
 

@@ -27,10 +27,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 import torch
+from mlflow.pyfunc import PythonModel, PythonModelContext
 
 from pipeline.config import Params, parse_params
 from pipeline.errors import DataError
@@ -57,7 +57,7 @@ def model_config(params: Params, separate: bool = False, members: int = 1) -> di
     ``model.pretrained_encoder`` is dropped: the weights come from the checkpoint, and the encoder file
     need not exist where the model is served. ``registry`` is kept so that the params validate.
     """
-    include = {
+    include: dict[str, bool | set[str]] = {
         "workload": True,
         "data": {"layout", "image_size", "channels", "classes", "tissues"},
         "tasks": True,
@@ -90,7 +90,7 @@ def probability_frame(tasks: Sequence[Task], logits: Mapping[str, torch.Tensor])
     return pd.DataFrame(columns)
 
 
-class MultiTaskPyfunc(mlflow.pyfunc.PythonModel):
+class MultiTaskPyfunc(PythonModel):
     """The network of one training checkpoint, or the fold ensemble of several, behind MLflow's pyfunc
     interface (on the CPU as MLflow loads it).
 
@@ -99,7 +99,7 @@ class MultiTaskPyfunc(mlflow.pyfunc.PythonModel):
     :class:`~pipeline.evaluate.ensemble.FoldEnsemble` of them) and the ``device`` it runs on.
     """
 
-    def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
+    def load_context(self, context: PythonModelContext) -> None:
         config = context.model_config
         checkpoints = [Path(context.artifacts[key]) for key in member_keys(config.get("members", 1))]
         self.load(model_params(config), checkpoints, config.get("separate_tasks", False))

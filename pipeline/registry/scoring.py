@@ -8,8 +8,8 @@ probabilities (:mod:`pipeline.evaluate.ensemble`), so its metrics are those of t
 
 from __future__ import annotations
 
-import mlflow.pyfunc
 import torch
+from mlflow.pyfunc import PyFuncModel
 
 from pipeline.config import Params
 from pipeline.data.folds import ArraySet
@@ -19,7 +19,7 @@ from pipeline.runtime.inference import evaluate
 from pipeline.tasks import build_tasks
 
 
-def score_on_test(model: mlflow.pyfunc.PyFuncModel, label: str, params: Params, test: ArraySet) -> dict[str, float]:
+def score_on_test(model: PyFuncModel, label: str, params: Params, test: ArraySet) -> dict[str, float]:
     """``{"task.metric": value}`` of ``model`` (loaded by :func:`pipeline.registry.store.load_model`) on ``test``.
 
     ``label`` names the model in errors. A model whose tasks, classes or input (image size, channels)

@@ -85,7 +85,7 @@ def run(params: Params, models_dir: Path, metrics_dir: Path, data_root: Path, re
     version = version_of_checkpoint(client, name, sha256)
     recorded = json.loads(version.tags[REPORT_TAG]) if version and REPORT_TAG in version.tags else None
     pending = version is not None and version.tags.get(STATE_TAG) == PENDING
-    if pending:
+    if version is not None and pending:
         _end_killed_runs(client, version, recorded)
     now = {
         "data_version": lineage_tags(params, data_root)["data_version"],
@@ -241,7 +241,7 @@ def _apply(client: MlflowClient, document: dict[str, Any], report: Path) -> None
 def _end_killed_runs(client: MlflowClient, version: ModelVersion, recorded: dict[str, Any] | None) -> None:
     """Mark KILLED the promote runs of a pending ``version`` that were left RUNNING: the one that registered it
     and the one that ``recorded`` its decision."""
-    for run_id in {version.run_id, (recorded or {}).get("promote_run_id")} - {None}:
+    for run_id in {i for i in (version.run_id, (recorded or {}).get("promote_run_id")) if isinstance(i, str)}:
         if client.get_run(run_id).info.status == RunStatus.to_string(RunStatus.RUNNING):
             client.set_terminated(run_id, RunStatus.to_string(RunStatus.KILLED))
 
@@ -261,8 +261,11 @@ def _tag_list(version: ModelVersion, name: str, before: str) -> list[str]:
 
 def _training_run(client: MlflowClient, balancer: str, fold: int, data_version: str) -> str:
     """The latest finished train-stage run of ``balancer`` and ``fold`` on this data version."""
+    active = mlflow.active_run()
+    if active is None:
+        raise RuntimeError("promote: looking for training runs outside the promote run")
     runs = client.search_runs(
-        [mlflow.active_run().info.experiment_id],
+        [active.info.experiment_id],
         filter_string=(
             f"tags.stage = 'train' and tags.balancer = '{balancer}' and tags.fold = '{fold}' "
             f"and tags.data_version = '{data_version}' and attributes.status = 'FINISHED'"

@@ -20,6 +20,7 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 from mlflow.models.model import ModelInfo
+from mlflow.pyfunc import PyFuncModel
 from mlflow.tracking import MlflowClient
 
 import pipeline
@@ -76,7 +77,7 @@ def aliases(client: MlflowClient, name: str) -> dict[str, str]:
         raise
 
 
-def load_model(uri: str) -> mlflow.pyfunc.PyFuncModel:
+def load_model(uri: str) -> PyFuncModel:
     """Load the model at ``uri`` (``models:/<name>@<alias>``, ``models:/<name>/<version>``, ``runs:/...``).
 
     A registered model, alias or version that does not exist, or a model that ``promote`` did not

@@ -29,7 +29,7 @@ from __future__ import annotations
 import contextlib
 import os
 import warnings
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
@@ -42,6 +42,8 @@ LAYOUT_CONVERTING_NORMS = (torch.nn.InstanceNorm2d, torch.nn.GroupNorm, torch.nn
 """Normalisation layers without channels-last CUDA kernels: a channels-last input is converted at each call."""
 CUBLAS_WORKSPACE = ":4096:8"
 """The cuBLAS workspace setting that ``torch.use_deterministic_algorithms`` requires on CUDA ≥ 10.2."""
+
+Model = TypeVar("Model", bound=torch.nn.Module)
 
 
 def amp_refusal(amp: str, device_type: str, capability: tuple[int, int] | None) -> str | None:
@@ -109,7 +111,7 @@ class ComputeFormat:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=AMP_DTYPES[self.amp])
 
-    def prepare_model(self, model: torch.nn.Module) -> torch.nn.Module:
+    def prepare_model(self, model: Model) -> Model:
         """``model`` with its 4-D weights in this format's memory layout (in place; returned for chaining).
 
         On CUDA a model with layout-converting normalisation layers stays contiguous (module docstring).
@@ -123,7 +125,7 @@ class ComputeFormat:
                     stacklevel=2,
                 )
                 self.memory_format = torch.contiguous_format
-        return model.to(memory_format=self.memory_format)
+        return model.to(memory_format=self.memory_format)  # type: ignore[call-overload]  # torch's stub lacks it
 
     def prepare_images(self, images: torch.Tensor) -> torch.Tensor:
         """Images ``(B, C, H, W)`` in this format's memory layout (a copy only when the layout changes)."""
@@ -152,7 +154,7 @@ class ComputeFormat:
         before = self.loss_scale()
         self.scaler.step(optimizer)
         self.scaler.update()
-        return self.loss_scale() < before
+        return torch.as_tensor(self.loss_scale() < before)
 
     def state_dict(self) -> dict[str, Any]:
         """The loss scaler's state (empty unless ``fp16``), so that a resumed run scales identically."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import numpy as np
 import torch
 
@@ -24,7 +26,10 @@ def to_tensors(arrays: dict[str, np.ndarray] | HostBatch, device: torch.device) 
 
     Host tensors in pinned memory (:func:`pipeline.runtime.prefetch.host_batch`) are copied asynchronously.
     """
-    tensors = host_batch(arrays) if any(isinstance(v, np.ndarray) for v in arrays.values()) else arrays
+    if any(isinstance(v, np.ndarray) for v in arrays.values()):
+        tensors = host_batch(cast(dict[str, np.ndarray], arrays))
+    else:
+        tensors = cast(HostBatch, arrays)
     out = {k: v.to(device, non_blocking=True) for k, v in tensors.items()}
     out["image"] = scale_pixels(out["image"])
     out["mask"] = out["mask"].long()

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 
 import numpy as np
 import torch
+from torch import nn
 
 from pipeline.data.folds import ArraySet
 from pipeline.models.base import MultiTaskModel
@@ -26,7 +27,7 @@ def task_losses(tasks: tuple[Task, ...], loss_fns: list[torch.nn.Module], output
 
 
 def predict_batches(
-    model: MultiTaskModel,
+    model: nn.Module,
     source: ArraySet,
     batch_size: int,
     device: torch.device,

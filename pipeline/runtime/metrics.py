@@ -142,15 +142,14 @@ class TaskMetrics:
         """All metrics of the pass so far, as plain floats (names in the class docstring)."""
         if self.task.kind == "classification":
             return self._compute_classification()
-        self._require_updates(self._counts is not None)
-        counts = self._counts.cpu().double()  # (C, 4)
+        counts = self._required(self._counts).cpu().double()  # (C, 4)
         image_scores = self._image_means().double().mean(dim=0)
         metrics = {"dice": float(image_scores[0]), "iou": float(image_scores[1])}
         if self.task.kind == "binary_segmentation":
             metrics["accuracy"] = float(compute_confusion_matrix_metric("accuracy", counts)[0])
             for name in ("recall", "precision"):
                 metrics[name] = float(compute_confusion_matrix_metric(name, counts)[0].nan_to_num(nan=0.0))
-            metrics["auc"] = _histogram_auc(self._auc_hist.view(2, AUC_BINS).cpu().numpy())
+            metrics["auc"] = _histogram_auc(self._required(self._auc_hist).view(2, AUC_BINS).cpu().numpy())
         else:
             metrics["accuracy"] = float(counts[:, 0].sum() / counts[0].sum())
             dice = compute_confusion_matrix_metric("f1 score", counts)
@@ -189,7 +188,7 @@ class TaskMetrics:
         """``(N, 2)`` each image's Dice and IoU: the mean over the scored foreground classes (:func:`_scored`)
         present in its truth or prediction, 1 where there is none."""
         scores = torch.cat(self._image_scores).cpu()  # (N, 2, K)
-        scored = _scored(self._counts.cpu()[self._foreground])
+        scored = _scored(self._required(self._counts).cpu()[self._foreground])
         return scores[..., scored].nanmean(dim=-1).nan_to_num(nan=1.0)
 
     def _compute_classification(self) -> dict[str, float]:
@@ -236,6 +235,12 @@ class TaskMetrics:
     def _require_updates(self, fed: bool) -> None:
         if not fed:
             raise ValueError(f"task {self.task.name!r}: no batch passed to update() before computing metrics")
+
+    def _required(self, state: torch.Tensor | None) -> torch.Tensor:
+        """An accumulated state, which exists once :meth:`update` has run."""
+        self._require_updates(state is not None)
+        assert state is not None
+        return state
 
 
 def _in_truth(counts: torch.Tensor) -> torch.Tensor:

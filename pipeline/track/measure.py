@@ -84,8 +84,8 @@ def track_rows(
             row["area_change_relative"] = change / previous.area_px if previous.area_px else None
             before = dict(zip(tissues, previous.fractions, strict=True))
             for name, value in fractions.items():
-                if value is not None and before[name] is not None:
-                    row[f"fraction_change_{name}"] = value - before[name]
+                if value is not None and (earlier := before[name]) is not None:
+                    row[f"fraction_change_{name}"] = value - earlier
         rows.append(row)
         previous = m
     return rows

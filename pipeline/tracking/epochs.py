@@ -67,7 +67,7 @@ class EpochLogger:
         return {"tracking_uri": self.tracking_uri, "run_id": self.run_id, "credentials": self.credentials}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["tracking_uri"], state["run_id"], state["credentials"])
+        EpochLogger.__init__(self, state["tracking_uri"], state["run_id"], state["credentials"])
 
     def __repr__(self) -> str:  # leaves out the URI, which may carry a password, and the credentials
         return f"EpochLogger(run_id={self.run_id!r})"

@@ -55,6 +55,14 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
+def read_checkpoint(path: Path) -> dict[str, Any]:
+    """The state saved at ``path``; DataError naming it when there is none."""
+    state = load_checkpoint(path)
+    if state is None:
+        raise DataError(f"{path}: checkpoint not found")
+    return state
+
+
 def load_checkpoint(path: Path) -> dict[str, Any] | None:
     """The state saved at ``path``, or None when there is no checkpoint yet."""
     path = Path(path)

@@ -187,7 +187,7 @@ def run_fold(
             f"(ray.use_gpu = {params.ray.use_gpu!r}); set ray.sync_batchnorm = false"
         )
     trainer = ray.train.torch.TorchTrainer(
-        train_worker,
+        train_worker,  # type: ignore[arg-type]  # Ray Train v2 returns its value as Result.return_value
         train_loop_config={
             "params": params.model_dump(mode="json"),
             "balancer": balancer,
@@ -217,12 +217,12 @@ def run_fold(
         result = trainer.fit()
     except ray.train.TrainingFailedError as exc:
         raise _job_error(run_name, exc) from None
-    if result.checkpoint is None or result.return_value is None:
+    if result.checkpoint is None or result.return_value is None:  # type: ignore[attr-defined]  # v2 (no stub yet)
         raise PipelineError(f"Ray Train run {run_name!r} finished without a checkpoint or a result")
     with result.checkpoint.as_directory() as folder:
         for name in (BEST, LAST):
             atomic_write_bytes(Path(out_dir) / name, (Path(folder) / name).read_bytes())
-    return result.return_value
+    return result.return_value  # type: ignore[attr-defined]
 
 
 def storage_path(params: Params) -> str:

@@ -138,7 +138,10 @@ class PeakMemory:
         except OSError:
             kib_or_bytes = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
             return kib_or_bytes / (MIB if sys.platform == "darwin" else 1024)
-        return int(re.search(r"^VmHWM:\s+(\d+) kB", status, re.MULTILINE).group(1)) / 1024
+        peak = re.search(r"^VmHWM:\s+(\d+) kB", status, re.MULTILINE)
+        if peak is None:  # not Linux's /proc layout
+            return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        return int(peak.group(1)) / 1024
 
     def summary(self) -> dict[str, float]:
         """``peak_memory_mib``: see the class docstring."""

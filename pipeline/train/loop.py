@@ -97,7 +97,7 @@ def forward_backward(
     tasks: tuple[Task, ...],
     loss_fns: list[torch.nn.Module],
     batch: dict[str, torch.Tensor],
-    scale: float = 1.0,
+    scale: float | torch.Tensor = 1.0,
     compute: ComputeFormat | None = None,
 ) -> torch.Tensor:
     """Forward one chunk and let the balancer accumulate ``scale``-weighted gradients; returns losses ``(K,)``.

@@ -28,6 +28,7 @@ from pipeline.balancers import balancer_class, check_methods
 from pipeline.config import Params, tracking_uri
 from pipeline.data.folds import ArraySet, load_test
 from pipeline.models import build_model
+from pipeline.models.base import MultiTaskModel
 from pipeline.runtime.compute_format import ComputeFormat
 from pipeline.runtime.device import select_device, to_tensors
 from pipeline.runtime.inference import evaluate
@@ -37,7 +38,7 @@ from pipeline.tracking import EpochLogger, child_run, log_fold_result, stage_run
 from pipeline.tracking.results import history_csv
 from pipeline.tracking.system import NodeSystemMetrics
 from pipeline.train import cluster
-from pipeline.train.checkpoint import BEST, load_checkpoint
+from pipeline.train.checkpoint import BEST, read_checkpoint
 from pipeline.train.distributed import run_fold
 from pipeline.train.folds_file import FOLDS_FILE, FoldFigures, FoldsDocument
 from pipeline.train.identity import ray_run_name
@@ -45,7 +46,7 @@ from pipeline.train.loop import FoldResult
 from pipeline.train.progress import EpochReporter
 
 
-def run(params: Params, balancer: str, data: Path, out_dir: Path, metrics_dir: Path) -> dict[str, Any]:
+def run(params: Params, balancer: str, data: Path, out_dir: Path, metrics_dir: Path) -> FoldsDocument:
     """Train ``balancer`` on ``params.folds`` and write its metrics; returns the metrics document."""
     check_methods(params)
     balancer_class(balancer)
@@ -73,7 +74,7 @@ def run(params: Params, balancer: str, data: Path, out_dir: Path, metrics_dir: P
                 )
                 logger.finish(result.history, params.tracking.outage_s)  # what the workers could not deliver
                 model = build_model(params, tasks, separate=balancer_class(balancer).separate_networks)
-                model.load_state_dict(load_checkpoint(fold_dir / BEST)["model"])
+                model.load_state_dict(read_checkpoint(fold_dir / BEST)["model"])
                 test_metrics = evaluate_on_driver(params, model, tasks, test)
                 example = to_tensors(test.read([0]), torch.device("cpu"))["image"]
                 log_fold_result(
@@ -113,7 +114,7 @@ def write_metrics(
 
 
 def evaluate_on_driver(
-    params: Params, model: torch.nn.Module, tasks: tuple[Task, ...], test: ArraySet
+    params: Params, model: MultiTaskModel, tasks: tuple[Task, ...], test: ArraySet
 ) -> dict[str, dict[str, float]]:
     """Test metrics of ``model`` computed where the driver runs: on its GPU when it has one and ``train.device``
     allows it (a GPU-less head of a GPU cluster evaluates on its CPU), in ``train.amp``'s precision and layout.
@@ -123,7 +124,7 @@ def evaluate_on_driver(
     _, metrics = evaluate(
         compute.prepare_model(model.to(device)), tasks, test, params.train.batch_size, device, compute=compute
     )
-    model.to("cpu", memory_format=torch.contiguous_format)
+    model.to("cpu", memory_format=torch.contiguous_format)  # type: ignore[call-overload]  # torch's stub lacks it
     return metrics
 
 

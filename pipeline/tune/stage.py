@@ -74,7 +74,7 @@ def run(params: Params, data: Path, reports: Path) -> TuneDocument:
         grid = _tuner(params, context).fit()
         _adopt_earlier_runs(context)
         rows = sorted(
-            (_row(result, keys, len(params.folds)) for result in grid), key=lambda row: [row[k] for k in keys]
+            (_row(grid[i], keys, len(params.folds)) for i in range(len(grid))), key=lambda row: [row[k] for k in keys]
         )
         failed = [row["trial"] for row in rows if row["status"] == "error"]
         if failed:
@@ -158,7 +158,9 @@ def _tuner(params: Params, context: SweepContext) -> ray.tune.Tuner:
     in_process = cfg.num_workers == 1
     gpu = in_process and cluster.use_gpu(params)
     # A driver trial holds no CPU (its TorchTrainer's workers do) but Tune needs a non-empty request.
-    resources = {"CPU": cfg.cpus_per_worker, "GPU": int(gpu)} if in_process else {"CPU": 0, "memory": DRIVER_MEMORY}
+    resources: dict[str, float] = (
+        {"CPU": cfg.cpus_per_worker, "GPU": int(gpu)} if in_process else {"CPU": 0, "memory": DRIVER_MEMORY}
+    )
     trainable = ray.tune.with_resources(ray.tune.with_parameters(run_trial, context=context), resources)
     path = f"{storage_path(params).rstrip('/')}/{context.sweep}"
     if ray.tune.Tuner.can_restore(path):
@@ -204,13 +206,15 @@ def _adopt_earlier_runs(context: SweepContext) -> None:
 
 
 def _row(result: ray.tune.Result, keys: tuple[str, ...], folds: int) -> dict[str, Any]:
-    metrics = result.metrics or {}
+    metrics, config = result.metrics or {}, result.config
+    if config is None:
+        raise PipelineError(f"tune: a trial of {result.path} has no grid point")
     figures = {k: v for k, v in metrics.items() if k.endswith(("_mean", "_std"))}
     folds_done = int(metrics.get("folds_done", 0))
     status = "error" if result.error is not None else "complete" if folds_done == folds else "stopped early"
     return {
-        **{key: result.config[key] for key in keys},
-        "trial": trial_key(result.config),
+        **{key: config[key] for key in keys},
+        "trial": trial_key(config),
         "status": status,
         "folds_done": folds_done,
         **figures,
