@@ -94,7 +94,7 @@ def _predict(params, args) -> None:
 
 
 def _track(params, args) -> None:
-    importlib.import_module("pipeline.track.command").run(
+    importlib.import_module("pipeline.followup.command").run(
         params,
         series=args.series,
         out_dir=args.out,

@@ -25,7 +25,8 @@ from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
-from pipeline.config import Params, environment, ray_address
+from pipeline.config import Params
+from pipeline.environment import environment, ray_address
 from pipeline.errors import ConfigError, PipelineError
 from pipeline.tracking.redaction import redact
 

@@ -5,7 +5,8 @@ plug-ins themselves before anything trains."""
 import pytest
 
 from pipeline.balancers import check_methods
-from pipeline.config import Params, load_params, parse_params, tracking_uri
+from pipeline.config import Params, load_params, parse_params
+from pipeline.environment import tracking_uri
 from pipeline.errors import ConfigError
 
 

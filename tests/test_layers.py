@@ -13,7 +13,7 @@ import pytest
 from tests.imports import PACKAGE, ROOT, imported_modules
 
 LAYERS = (
-    {"config", "errors", "paths", "atomic", "logs", "stage_files", "plugins", "__init__"},
+    {"config", "environment", "errors", "paths", "atomic", "logs", "stage_files", "plugins", "__init__"},
     {"data"},
     {"tasks"},
     {"models"},
@@ -23,7 +23,7 @@ LAYERS = (
     {"tune"},
     {"evaluate"},
     {"registry"},
-    {"track", "bench", "profiles", "submit", "cli", "__main__"},
+    {"followup", "bench", "profiles", "submit", "cli", "__main__"},
 )
 
 

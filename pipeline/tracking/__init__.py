@@ -11,7 +11,7 @@ Typical use in the train stage (the driver)::
             log_fold_result(run_id, result, model, example, test_metrics,
                             outage_s=outage_s, log_model=params.tracking.log_models)
 
-Nothing here logs a value that contains a credential of :func:`pipeline.config.secret_values`.
+Nothing here logs a value that contains a credential of :func:`pipeline.environment.secret_values`.
 """
 
 from pipeline.tracking.connection import connect

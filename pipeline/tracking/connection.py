@@ -13,7 +13,8 @@ import requests
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from pipeline.config import Params, tracking_uri
+from pipeline.config import Params
+from pipeline.environment import tracking_uri
 from pipeline.errors import PipelineError
 from pipeline.tracking.redaction import redact
 

@@ -12,7 +12,7 @@ from typing import Any
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
-from pipeline.config import tracking_credentials, use_tracking_credentials
+from pipeline.environment import tracking_credentials, use_tracking_credentials
 from pipeline.tracking.redaction import redact
 from pipeline.tracking.retry import TrackingError, is_transient, retried, single_attempts, summary
 
@@ -43,7 +43,7 @@ class EpochLogger:
     """``on_epoch`` callback: logs a record's numeric fields to run ``run_id`` at ``step = record["epoch"]``.
 
     Picklable (it carries the URI, the run id and the tracking credentials of the process that built
-    it, see :func:`pipeline.config.tracking_credentials`), so the driver can build it and ship it to Ray
+    it, see :func:`pipeline.environment.tracking_credentials`), so the driver can build it and ship it to Ray
     workers, whose environment is the Ray node's, not the driver's; each process puts the credentials
     into its environment and opens its own client on first use. The identifying fields ``epoch`` and
     ``fold`` are not logged as metrics (the step and the run say them).

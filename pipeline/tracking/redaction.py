@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from pipeline.config import secret_values
+from pipeline.environment import secret_values
 
 MASK = "***"
 _URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^/@:\s]+:)[^/@\s]+@", re.IGNORECASE)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 
-from pipeline.config import tracking_credentials, use_tracking_credentials
+from pipeline.environment import tracking_credentials, use_tracking_credentials
 
 SAMPLING_INTERVAL_S = 10.0
 

@@ -19,7 +19,8 @@ from urllib.parse import urlsplit
 
 import ray
 
-from pipeline.config import Params, ray_address
+from pipeline.config import Params
+from pipeline.environment import ray_address
 from pipeline.errors import ConfigError, PipelineError
 from pipeline.logs import ray_log_level
 

@@ -25,8 +25,9 @@ import torch
 
 from pipeline.atomic import atomic_write_json, atomic_write_text
 from pipeline.balancers import balancer_class, check_methods
-from pipeline.config import Params, tracking_uri
+from pipeline.config import Params
 from pipeline.data.folds import ArraySet, load_test
+from pipeline.environment import tracking_uri
 from pipeline.models import build_model
 from pipeline.models.base import MultiTaskModel
 from pipeline.runtime.compute_format import ComputeFormat

@@ -27,7 +27,8 @@ from ray.tune.schedulers import ASHAScheduler
 
 from pipeline.atomic import atomic_write_bytes, atomic_write_text
 from pipeline.balancers import balancer_classes, check_methods
-from pipeline.config import Params, tracking_credentials, tracking_uri
+from pipeline.config import Params
+from pipeline.environment import tracking_credentials, tracking_uri
 from pipeline.errors import ConfigError, PipelineError
 from pipeline.logs import is_verbose, on_terminal
 from pipeline.runtime.metrics import TaskMetrics

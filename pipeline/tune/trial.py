@@ -31,8 +31,9 @@ from typing import Any
 import ray.tune
 from mlflow.tracking import MlflowClient
 
-from pipeline.config import Params, parse_params, use_tracking_credentials
+from pipeline.config import Params, parse_params
 from pipeline.data.folds import load_fold
+from pipeline.environment import use_tracking_credentials
 from pipeline.tasks import build_tasks
 from pipeline.tracking import EpochLogger
 from pipeline.tracking.epochs import numeric_metrics
@@ -52,7 +53,7 @@ FOLDS_FILE = "folds.json"
 class SweepContext:
     """What every trial needs besides its grid point; picklable (params as JSON, paths as strings).
 
-    ``tracking_credentials``: the driver's (:func:`pipeline.config.tracking_credentials`); a trial's
+    ``tracking_credentials``: the driver's (:func:`pipeline.environment.tracking_credentials`); a trial's
     process has the Ray node's environment, so it sets them before talking to MLflow.
     """
 

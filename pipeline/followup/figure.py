@@ -20,7 +20,7 @@ def track_figure(rows: Sequence[dict[str, Any]], tissues: Sequence[TissueParams]
     """Wound area vs visit date (cm² when ``rows`` have it, else px) and, when there are ``tissues``,
     their fractions of the wound stacked in each tissue's ``colour`` (gaps where a visit has none).
 
-    ``rows``: the visits of :func:`pipeline.track.measure.track_rows`, sorted by date."""
+    ``rows``: the visits of :func:`pipeline.followup.measure.track_rows`, sorted by date."""
     dates = [datetime.date.fromisoformat(r["date"]) for r in rows]
     in_cm2 = rows[0]["wound_area_cm2"] is not None
     fig = Figure(figsize=(7.0, 6.0 if tissues else 3.4), layout="constrained")

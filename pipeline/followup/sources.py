@@ -1,6 +1,6 @@
 """Where a visit's masks come from: a registered model's predictions, or index masks given with the series.
 
-Both give per visit the wound area and the tissue fractions of :mod:`pipeline.track.measure`, at the
+Both give per visit the wound area and the tissue fractions of :mod:`pipeline.followup.measure`, at the
 photo's own size in pixels.
 
 - Model: the wound mask is its one ``binary_segmentation`` task, the tissue map its
@@ -20,10 +20,10 @@ from pipeline.config import TissueParams
 from pipeline.data.images import png_shape, read_index_mask
 from pipeline.data.wound_layouts import tissue_names
 from pipeline.errors import DataError, PipelineError
+from pipeline.followup.measure import Measurement, tissue_fractions, wound_area
+from pipeline.followup.series import Visit
 from pipeline.registry.predictor import Predictor
 from pipeline.tasks import Task
-from pipeline.track.measure import Measurement, tissue_fractions, wound_area
-from pipeline.track.series import Visit
 
 
 def measure_masks(visits: Sequence[Visit], masks: Path, tissues: Sequence[TissueParams]) -> list[Measurement]:

@@ -1,17 +1,17 @@
 """The ``track`` command: one wound's area and tissue composition over its visits, and their change.
 
-The series (:mod:`pipeline.track.series`) is measured from a registered model's predictions —
+The series (:mod:`pipeline.followup.series`) is measured from a registered model's predictions —
 ``models:/<registry.model_name>@champion`` unless a model URI is given — or from index masks given
 with it (``masks``; tissue names and colours then from ``data.tissues``), see
-:mod:`pipeline.track.sources`; :mod:`pipeline.track.measure` defines the measurements.
+:mod:`pipeline.followup.sources`; :mod:`pipeline.followup.measure` defines the measurements.
 
 Outputs in ``out_dir`` (each written atomically; other files there are left alone):
 
-- ``track.csv``: one row per visit, the columns of :func:`pipeline.track.measure.track_rows` (empty
+- ``track.csv``: one row per visit, the columns of :func:`pipeline.followup.measure.track_rows` (empty
   where a value is ``None``);
 - ``track.json``: ``{"series", "model_uri", "masks", "pixel_spacing_mm", "tissues", "visits": [row, ...]}``
   (``model_uri`` or ``masks`` is null, whichever was not used);
-- ``track.png``: the figure of :func:`pipeline.track.figure.track_figure`.
+- ``track.png``: the figure of :func:`pipeline.followup.figure.track_figure`.
 """
 
 from __future__ import annotations
@@ -24,12 +24,12 @@ from pipeline.atomic import atomic_write_bytes, atomic_write_json, atomic_write_
 from pipeline.config import Params
 from pipeline.errors import PipelineError
 from pipeline.evaluate.figures import png
+from pipeline.followup.figure import track_figure
+from pipeline.followup.measure import track_rows
+from pipeline.followup.series import read_series
+from pipeline.followup.sources import measure_masks, measure_predictions, model_tissues, wound_tasks
 from pipeline.registry.predictor import load_predictor
 from pipeline.registry.store import CHAMPION
-from pipeline.track.figure import track_figure
-from pipeline.track.measure import track_rows
-from pipeline.track.series import read_series
-from pipeline.track.sources import measure_masks, measure_predictions, model_tissues, wound_tasks
 from pipeline.tracking import connect
 from pipeline.tracking.results import history_csv
 

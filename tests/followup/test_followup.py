@@ -21,12 +21,12 @@ from PIL import Image
 from pipeline.cli import main
 from pipeline.data.wound_synthetic import generate_series
 from pipeline.errors import DataError
+from pipeline.followup import command
+from pipeline.followup.series import date_in_name, read_series
 from pipeline.registry.inputs import read_input
 from pipeline.registry.predictor import load_predictor
 from pipeline.registry.store import log_model
 from pipeline.tasks import build_tasks
-from pipeline.track import command
-from pipeline.track.series import date_in_name, read_series
 from pipeline.tracking import connect
 from pipeline.train.checkpoint import save_checkpoint
 from tests.conftest import isolated_mlflow

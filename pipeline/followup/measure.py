@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.track.series import Visit
+from pipeline.followup.series import Visit
 
 
 @dataclass(frozen=True)
