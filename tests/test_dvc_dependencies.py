@@ -1,8 +1,8 @@
 """`dvc.yaml` declares exactly the code each stage runs, so an edit re-runs the stages it can change and no others.
 
 A stage's code is the import closure (within ``pipeline``) of what its command runs: ``python -m pipeline <stage>``
-imports ``pipeline/__main__.py``, ``pipeline/cli.py``'s module-level imports and the stage module(s) its
-``cli._<stage>`` handler loads. Imports are read from the source (``import``, ``from … import``, including inside
+imports ``pipeline/__main__.py``, ``pipeline/cli.py``'s module-level imports and the module of the stage's
+command in ``cli.COMMANDS``. Imports are read from the source (``import``, ``from … import``, including inside
 functions, and ``importlib.import_module("…")``; not those under ``if TYPE_CHECKING:``, which never run), and
 packages bring their ``__init__.py``. A directory in ``deps`` stands for every ``.py`` file under it.
 """
@@ -12,20 +12,21 @@ import ast
 import pytest
 import yaml
 
+from pipeline.cli import COMMANDS
 from tests.imports import PACKAGE, ROOT, closure, imported_modules
 
 
 def _command_code(stage: str) -> set[str]:
-    """Files ``python -m pipeline <stage>`` runs: the entry points and the closure of what they import
-    (of ``cli.py``, its module level and the stage's handler; the other stages' handlers do not run)."""
+    """Files ``python -m pipeline <stage>`` runs: the entry points, what ``cli.py`` imports at module level and
+    the module of the stage's command (``cli.COMMANDS``; the other commands' modules do not run), and the
+    closure of what they import."""
     cli = ast.parse((ROOT / "pipeline/cli.py").read_text())
     top_level = set()
     for node in cli.body:
         if isinstance(node, (ast.Import, ast.ImportFrom)):
             top_level |= imported_modules(node, "pipeline.cli", False)
-    handler = next(n for n in cli.body if isinstance(n, ast.FunctionDef) and n.name == f"_{stage}")
-    stage_modules = imported_modules(handler, "pipeline.cli", False)
-    return closure(top_level | stage_modules | {"pipeline.__main__"}, leaves=frozenset({"pipeline.cli"}))
+    (command,) = [c for c in COMMANDS if c.name == stage]
+    return closure(top_level | {command.module, "pipeline.__main__"}, leaves=frozenset({"pipeline.cli"}))
 
 
 def _declared_code(deps: list) -> set[str]:
@@ -50,8 +51,8 @@ def test_each_stage_depends_on_exactly_the_code_it_runs(stage):
 
 
 def test_the_closure_follows_function_level_and_importlibimported_modules():
-    """The reader of imports itself: the train command's handler loads its stage by name, the stage module
-    imports the training loop, the loop imports the balancers package, which imports every balancer."""
+    """The reader of imports itself: the train command names its stage module, the stage module imports the
+    training loop, the loop imports the balancers package, which imports (discovers) every balancer."""
     code = _command_code("train")
     assert {
         "pipeline/train/stage.py",

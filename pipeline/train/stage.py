@@ -25,7 +25,7 @@ import torch
 
 from pipeline.atomic import atomic_write_json, atomic_write_text
 from pipeline.balancers import balancer_class, check_methods
-from pipeline.config import Params
+from pipeline.config import Params, with_overlay
 from pipeline.data.folds import ArraySet, load_test
 from pipeline.environment import tracking_uri
 from pipeline.models import build_model
@@ -90,6 +90,16 @@ def run(params: Params, balancer: str, data: Path, out_dir: Path, metrics_dir: P
             per_fold[f"fold_{fold}"] = fold_summary(result, test_metrics)
             history.extend(result.history)
     return write_metrics(tasks, balancer, per_fold, history, test, Path(metrics_dir))
+
+
+def run_command(
+    params: Params, balancer: str, data: Path, models: Path, metrics: Path, tuned: Path | None = None
+) -> FoldsDocument:
+    """``mtl-pipeline train <balancer>``: :func:`run` with the sweep's overlay for ``balancer`` merged in (from
+    ``tuned``, the tune stage's ``tuned_params.yaml``), into ``<models>/<balancer>`` and ``<metrics>/<balancer>``."""
+    if tuned is not None:
+        params = with_overlay(params, tuned, balancer)
+    return run(params, balancer, data, Path(models) / balancer, Path(metrics) / balancer)
 
 
 def write_metrics(
