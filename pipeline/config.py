@@ -36,6 +36,9 @@ WOUND_LABEL = "wound"
 """The one class label of every record of a wound dataset."""
 LAYOUTS_OF_WORKLOAD = {"busi": ("busi",), "wound": ("dfutissue", "fuseg")}
 """Dataset folder layouts each workload reads (the first is the default and the synthetic data's layout)."""
+LAYOUT_TARGETS = {"busi": ("mask", "label"), "dfutissue": ("mask", "tissue"), "fuseg": ("mask",)}
+"""The target arrays each layout provides: lesion or wound masks, tissue index masks, class labels (how a layout
+is read: :mod:`pipeline.data.layouts`)."""
 
 
 class _Strict(BaseModel):
@@ -104,7 +107,7 @@ class DataParams(_Strict):
         "synthetic",
         description="'synthetic', a local folder, a .zip/.tar.gz archive or s3://bucket/prefix",
     )
-    layout: Literal["busi", "dfutissue", "fuseg"] = "busi"
+    layout: str = Field("busi", description="a dataset folder layout: a key of LAYOUT_TARGETS")
     classes: tuple[Literal["normal", "benign", "malignant"], ...] = ("benign", "malignant")
     synthetic: SyntheticParams = SyntheticParams()
     synthetic_wound: WoundSyntheticParams = WoundSyntheticParams()
@@ -112,6 +115,13 @@ class DataParams(_Strict):
     image_size: int = Field(64, ge=32, le=1024, description="side length after preprocess (px)")
     channels: Literal[1, 3] = 1
     workers: int = Field(2, ge=1, le=256, description="processes for preprocess/augment")
+
+    @field_validator("layout")
+    @classmethod
+    def _known_layout(cls, v: str) -> str:
+        if v not in LAYOUT_TARGETS:
+            raise ValueError(f"must be one of {list(LAYOUT_TARGETS)}")
+        return v
 
     @field_validator("image_size")
     @classmethod
@@ -452,13 +462,12 @@ class Params(_Strict):
         layouts = LAYOUTS_OF_WORKLOAD[self.workload]
         if self.data.layout not in layouts:
             raise ValueError(f"data.layout = {self.data.layout!r}: workload {self.workload!r} reads {list(layouts)}")
-        has_tissue = self.data.layout == "dfutissue"
-        has_label = self.data.layout == "busi"
+        provided = LAYOUT_TARGETS[self.data.layout]
         for t in self.tasks:
-            if (t.target == "tissue" and not has_tissue) or (t.target == "label" and not has_label):
+            if t.target not in provided:
                 raise ValueError(
                     f"tasks.{t.name}: data.layout {self.data.layout!r} has no {t.target!r} targets "
-                    f"(it provides {['mask'] + ['tissue'] * has_tissue + ['label'] * has_label})"
+                    f"(it provides {list(provided)})"
                 )
         return self
 
@@ -503,7 +512,7 @@ class Params(_Strict):
     def record_classes(self) -> tuple[str, ...]:
         """The class labels ingest gives records: ``data.classes`` for BUSI; the wound layouts have no
         classes, so every record is ``wound``."""
-        return self.data.classes if self.data.layout == "busi" else (WOUND_LABEL,)
+        return self.data.classes if "label" in LAYOUT_TARGETS[self.data.layout] else (WOUND_LABEL,)
 
     @property
     def folds(self) -> tuple[int, ...]:

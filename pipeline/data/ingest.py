@@ -18,61 +18,47 @@ import hashlib
 import shutil
 import sys
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
 from pipeline import atomic
 from pipeline.config import Params
-from pipeline.data import busi, duplicates, sources, synthetic, wound_layouts, wound_synthetic
+from pipeline.data import duplicates, sources, wound_layouts
 from pipeline.data.images import read_index_mask
+from pipeline.data.layouts import LAYOUTS
 from pipeline.data.manifest import Manifest, Record, write_manifest
 from pipeline.data.scanned import SourceImage, check
 from pipeline.errors import ConfigError
 from pipeline.logs import progress
 
 SYNTHETIC = "synthetic"
-SCANNERS: dict[str, Callable[[Path, Params], list[SourceImage]]] = {
-    "busi": lambda folder, params: busi.scan(folder, params.data.classes),
-    "dfutissue": lambda folder, params: wound_layouts.scan_dfutissue(folder),
-    "fuseg": lambda folder, params: wound_layouts.scan_fuseg(folder),
-}
-EXPECTED = {"busi": busi.EXPECTED, "dfutissue": wound_layouts.DFUTISSUE_EXPECTED, "fuseg": wound_layouts.FUSEG_EXPECTED}
-"""Each layout in one line, for the error when ``data.source`` does not hold it."""
-
-
-def _generate(params: Params, folder: Path) -> None:
-    """The synthetic dataset of ``params.data.layout``'s workload, written in that layout."""
-    if params.data.layout == "busi":
-        synthetic.generate(params, folder)
-    else:
-        wound = params.data.synthetic_wound
-        colours = [t.colour for t in params.data.tissues]
-        wound_synthetic.generate_dfutissue(folder, wound.n_trainval, wound.n_test, wound.size, params.seed, colours)
 
 
 @contextlib.contextmanager
 def _dataset_folder(params: Params) -> Iterator[Path]:
     """Yield a local folder in ``params.data.layout`` for ``params.data.source``."""
+    layout = LAYOUTS[params.data.layout]
     if params.data.source == SYNTHETIC:
-        if params.data.layout == "fuseg":
+        if layout.generate is None:
+            synthetic_layouts = [name for name, other in LAYOUTS.items() if other.generate is not None]
             raise ConfigError(
-                "data.source = 'synthetic' with data.layout = 'fuseg': the synthetic wound photos "
-                "are generated in the 'dfutissue' layout"
+                f"data.source = 'synthetic' with data.layout = {layout.name!r}: the synthetic data is generated "
+                f"in the layouts {synthetic_layouts} (the wound photos in 'dfutissue')"
             )
         with tempfile.TemporaryDirectory(prefix="mtl-synthetic-") as tmp:
-            _generate(params, Path(tmp))
+            layout.generate(params, Path(tmp))
             yield Path(tmp)
     else:
-        with sources.local_folder(params.data.source, EXPECTED[params.data.layout]) as folder:
+        with sources.local_folder(params.data.source, layout.expected) as folder:
             yield folder
 
 
 def _tissue_values(image: SourceImage, params: Params) -> set[int]:
     """The index values of ``image``'s tissue mask (``0`` background, ``k`` tissue ``k - 1``), which must be an
     index PNG of ``data.tissues``; empty for the layouts without one."""
-    if params.data.layout != "dfutissue":
+    if not LAYOUTS[params.data.layout].has_tissue_masks:
         return set()
     names = wound_layouts.tissue_names([t.name for t in params.data.tissues])
     return set(np.unique(read_index_mask(image.masks[0], len(names), names)).tolist())
@@ -105,7 +91,7 @@ def run(params: Params, out_dir: Path) -> None:
     with _dataset_folder(params) as folder, atomic.atomic_dir(Path(out_dir)) as tmp:
         records, digests, tissue_values = [], {}, set()
         with progress("ingest", "img") as counter:
-            for image in SCANNERS[params.data.layout](folder, params):
+            for image in LAYOUTS[params.data.layout].scan(folder, params):
                 pixels = check(image)
                 tissue_values |= _tissue_values(image, params)
                 record = _copy(image, tmp)
@@ -137,6 +123,6 @@ def run(params: Params, out_dir: Path) -> None:
 def _absent_tissues(params: Params, values: set[int]) -> tuple[str, ...]:
     """The ``data.tissues`` (in their order) whose index (position + 1) is not among the tissue mask ``values``
     seen; none for a layout without tissue masks."""
-    if params.data.layout != "dfutissue":
+    if not LAYOUTS[params.data.layout].has_tissue_masks:
         return ()
     return tuple(t.name for k, t in enumerate(params.data.tissues, start=1) if k not in values)

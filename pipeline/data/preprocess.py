@@ -32,7 +32,7 @@ import cv2
 import numpy as np
 
 from pipeline.atomic import atomic_dir, atomic_write_json
-from pipeline.config import Params
+from pipeline.config import LAYOUT_TARGETS, Params
 from pipeline.data.images import read_image, read_index_mask, read_mask
 from pipeline.data.manifest import Record, read_manifest
 from pipeline.data.wound_layouts import tissue_names
@@ -67,7 +67,9 @@ def run(params: Params, ingested: Path, out_dir: Path) -> None:
         )
     records = manifest.records
     size, channels = params.data.image_size, params.data.channels
-    tissues = tissue_names([t.name for t in params.data.tissues]) if manifest.layout == "dfutissue" else None
+    tissues = (
+        tissue_names([t.name for t in params.data.tissues]) if "tissue" in LAYOUT_TARGETS[manifest.layout] else None
+    )
     convert = functools.partial(
         _preprocess_chunk, ingested=ingested, classes=manifest.classes, size=size, channels=channels, tissues=tissues
     )
