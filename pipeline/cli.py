@@ -86,7 +86,7 @@ COMMANDS = (
     ),
     Command(
         "train",
-        "pipeline.train.stage",
+        "pipeline.train.train",
         "train one balancer on every configured fold",
         (
             option("balancer", help="a balancer of train.balancers (pipeline/balancers/)"),
@@ -99,7 +99,7 @@ COMMANDS = (
     ),
     Command(
         "tune",
-        "pipeline.tune.stage",
+        "pipeline.tune.tune",
         "grid sweep (Ray Tune) of one balancer's settings (tune.balancer, tune.grid), cross-validated on the folds",
         (
             option("--data", type=Path, default=paths.DATA),
@@ -154,7 +154,7 @@ COMMANDS = (
     ),
     Command(
         "evaluate",
-        "pipeline.evaluate.stage",
+        "pipeline.evaluate.evaluate",
         "every balancer's fold models on the test split, with paired tests against equal",
         (
             option("--data", type=Path, default=paths.DATA),
@@ -175,7 +175,7 @@ COMMANDS = (
     ),
     Command(
         "promote",
-        "pipeline.registry.stage",
+        "pipeline.registry.promote",
         "register the best validated checkpoint in MLflow; champion if it passes the gate",
         (
             option("--models", dest="models_dir", type=Path, default=paths.MODELS),
@@ -208,7 +208,7 @@ COMMANDS = (
     ),
     Command(
         "track",
-        "pipeline.followup.command",
+        "pipeline.followup.track",
         "one wound over its visits: area, tissue fractions and their change, by date",
         (
             option("series", type=Path, help="folder of images with a date in each name, or a CSV (columns path,date)"),

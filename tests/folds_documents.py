@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.train.folds_file import FoldFigures, FoldsDocument, folds_path
-from pipeline.train.stage import mean_over_folds
+from pipeline.train.train import mean_over_folds
 
 ONE_EPOCH = {"best_epoch": 0, "epochs_run": 1, "best_val_loss": 1.0, "val": {}, "test": {}, "efficiency": {}}
 

@@ -55,11 +55,11 @@ def test_the_closure_follows_function_level_and_importlibimported_modules():
     training loop, the loop imports the balancers package, which imports (discovers) every balancer."""
     code = _command_code("train")
     assert {
-        "pipeline/train/stage.py",
+        "pipeline/train/train.py",
         "pipeline/train/loop.py",
         "pipeline/balancers/gradnorm.py",
         "pipeline/config.py",
         "pipeline/__init__.py",
         "pipeline/__main__.py",
     } <= code
-    assert "pipeline/registry/stage.py" not in code
+    assert "pipeline/registry/promote.py" not in code

@@ -29,7 +29,7 @@ from pipeline.evaluate import compare
 from pipeline.models import build_model
 from pipeline.tasks import build_tasks
 from pipeline.train.loop import Trainer
-from pipeline.train.stage import evaluate_on_driver, fold_summary, write_metrics
+from pipeline.train.train import evaluate_on_driver, fold_summary, write_metrics
 
 SHOWN = ("dice", "iou", "auc", "accuracy", "f1")
 

@@ -1,5 +1,5 @@
 """``reports/evaluation/summary.json`` and ``statistics.json``: what the evaluate stage measured, as the report
-reads it. Written by :mod:`pipeline.evaluate.stage`, read by :mod:`pipeline.evaluate.report`."""
+reads it. Written by :mod:`pipeline.evaluate.evaluate`, read by :mod:`pipeline.evaluate.report`."""
 
 from __future__ import annotations
 

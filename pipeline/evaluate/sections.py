@@ -1,7 +1,7 @@
 """The report's text sections as document blocks, built from the evaluate stage's documents (pure functions).
 
 ``summary`` is ``reports/evaluation/summary.json`` and ``statistics`` is
-``reports/evaluation/statistics.json`` (formats in :mod:`pipeline.evaluate.stage`); tables show
+``reports/evaluation/statistics.json`` (formats in :mod:`pipeline.evaluate.evaluate`); tables show
 ``mean ± std`` over folds and mark the best mean of every column in bold (ties, at the digits shown,
 all bold). A figure the summary does not have (the Dice of a class absent from the test ground truth,
 see :mod:`pipeline.runtime.metrics`) shows as :data:`ABSENT`.

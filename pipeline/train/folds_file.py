@@ -1,6 +1,6 @@
 """``metrics/<balancer>/folds.json``: what the train stage measured of one balancer, per fold and over folds.
 
-Written by the train stage (:func:`pipeline.train.stage.write_metrics`); read by ``compare``, the evaluate stage
+Written by the train stage (:func:`pipeline.train.train.write_metrics`); read by ``compare``, the evaluate stage
 (Table III's efficiency figures) and ``promote`` (the validation figures that pick the candidate).
 """
 

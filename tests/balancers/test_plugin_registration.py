@@ -20,13 +20,13 @@ from pipeline.balancers import balancer_class, balancer_classes, build_balancer,
 from pipeline.config import deep_merge, with_overlay
 from pipeline.data.folds import load_fold, load_test
 from pipeline.errors import ConfigError
-from pipeline.evaluate import stage as evaluate_stage
+from pipeline.evaluate import evaluate as evaluate_stage
 from pipeline.models import build_model
-from pipeline.registry import stage as promote_stage
+from pipeline.registry import promote as promote_stage
 from pipeline.tasks import build_tasks
 from pipeline.train.checkpoint import save_checkpoint
 from pipeline.train.loop import Trainer
-from pipeline.train.stage import evaluate_on_driver, fold_summary, write_metrics
+from pipeline.train.train import evaluate_on_driver, fold_summary, write_metrics
 from pipeline.tune.grid import grid_size, trial_params
 from pipeline.tune.results import tuned_params_yaml
 from tests.conftest import isolated_mlflow, tiny_params

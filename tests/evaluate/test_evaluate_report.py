@@ -13,7 +13,8 @@ from mlflow.tracking import MlflowClient
 
 from pipeline.data.folds import load_test
 from pipeline.errors import PipelineError
-from pipeline.evaluate import report, stage
+from pipeline.evaluate import evaluate as stage
+from pipeline.evaluate import report
 from pipeline.evaluate.summary import TABLE_II, TABLE_III
 from pipeline.models import build_model
 from pipeline.tasks import build_tasks

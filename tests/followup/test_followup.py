@@ -21,7 +21,7 @@ from PIL import Image
 from pipeline.cli import main
 from pipeline.data.wound_synthetic import generate_series
 from pipeline.errors import DataError
-from pipeline.followup import command
+from pipeline.followup import track as command
 from pipeline.followup.series import date_in_name, read_series
 from pipeline.registry.inputs import read_input
 from pipeline.registry.predictor import load_predictor

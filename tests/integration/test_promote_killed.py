@@ -22,7 +22,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from pipeline.data.folds import load_test
-from pipeline.registry.stage import REPORT_TAG, STATE_TAG
+from pipeline.registry.promote import REPORT_TAG, STATE_TAG
 from tests.conftest import isolated_mlflow
 from tests.integration.intercept import proxy
 from tests.registry.conftest import constant_model, promote, registry_params, write_checkpoints

@@ -17,10 +17,10 @@ import requests
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from pipeline.evaluate import stage as evaluate_stage
-from pipeline.registry import stage as promote_stage
-from pipeline.train import stage as train_stage
-from pipeline.tune import stage as tune_stage
+from pipeline.evaluate import evaluate as evaluate_stage
+from pipeline.registry import promote as promote_stage
+from pipeline.train import train as train_stage
+from pipeline.tune import tune as tune_stage
 from tests.conftest import isolated_mlflow, tiny_params
 from tests.registry.conftest import MODEL_NAME, registry_params
 

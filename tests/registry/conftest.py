@@ -13,7 +13,7 @@ import torch
 from pipeline.config import Params, deep_merge
 from pipeline.models import build_model
 from pipeline.models.base import MultiTaskModel
-from pipeline.registry import stage
+from pipeline.registry import promote as stage
 from pipeline.tasks import build_tasks
 from pipeline.train.checkpoint import save_checkpoint
 from tests.conftest import tiny_params

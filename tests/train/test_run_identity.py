@@ -4,7 +4,7 @@ run trains on, so a re-run resumes its own checkpoints and never another run's."
 import pytest
 
 from pipeline.train.identity import ray_run_name, run_identity
-from pipeline.tune.stage import sweep_name
+from pipeline.tune.tune import sweep_name
 from tests.conftest import tiny_params
 
 

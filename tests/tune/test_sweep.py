@@ -19,7 +19,7 @@ from pipeline.balancers.atdwa import ATDWASettings
 from pipeline.balancers.dwa import DWASettings
 from pipeline.config import deep_merge, parse_params, with_overlay
 from pipeline.errors import ConfigError
-from pipeline.tune import stage
+from pipeline.tune import tune as stage
 from tests.conftest import TINY, tiny_params
 
 pytestmark = pytest.mark.slow
