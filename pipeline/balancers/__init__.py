@@ -38,8 +38,9 @@ def balancer_class(name: str) -> type[Balancer]:
 
 def check_methods(params: Params) -> None:
     """Check what ``params`` names among the plug-ins before anything trains: every ``train.balancers`` entry and
-    every ``balancer.<name>`` section is a registered balancer, each section is valid for it, and ``model.name``
-    is a registered network. Raises :class:`ConfigError` naming the params file and the key."""
+    every ``balancer.<name>`` section is a registered balancer, each section is valid for it, ``tune.grid`` holds
+    valid settings of the registered ``tune.balancer``, and ``model.name`` is a registered network that can be
+    what ``params`` ask. Raises :class:`ConfigError` naming the params file and the key."""
     known = sorted(balancer_classes())
     for key, names in (("train.balancers", params.train.balancers), ("balancer", tuple(params.balancer))):
         unknown = [name for name in names if name not in known]
