@@ -103,7 +103,7 @@ class GradNormBalancer(Balancer):
         self._initial_losses = torch.full((self.num_tasks,), math.nan, dtype=torch.float64)  # L(0); nan before
         self._has_initial = torch.zeros((), dtype=torch.bool)
         self.last_grad_norms: torch.Tensor | None = None
-        self._sums: torch.Tensor | None = None  # (K * P + K,): the views of _accumulators(), all-reduced at once
+        self._buffers: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # see _accumulators()
         self._scale_sum: float | torch.Tensor = 0.0
         self._micro_batches = 0
 
@@ -163,9 +163,11 @@ class GradNormBalancer(Balancer):
                 f"for a model with tasks {list(model.task_names)}"
             )
         shared = [p for p in model.last_shared_layer.parameters() if p.requires_grad]
-        if self._sums is None:
-            self._sums = shared[0].new_zeros(self.num_tasks * sum(p.numel() for p in shared) + self.num_tasks)
-        _, _, loss_sum = self._accumulators()
+        if self._buffers is None:
+            k = self.num_tasks
+            sums = shared[0].new_zeros(k * sum(p.numel() for p in shared) + k)
+            self._buffers = (sums, sums[:-k].view(k, -1), sums[-k:])
+        _, grad_sum, loss_sum = self._accumulators()
         weights = self._weights.detach().to(loss_sum.dtype)  # (K,) on the device: no host read per micro-batch
         feature_grads: list[torch.Tensor | None] = [None] * len(features)
         for k, (task, loss) in enumerate(zip(self.task_names, losses)):
@@ -185,7 +187,7 @@ class GradNormBalancer(Balancer):
                     summed = feature_grads[i]
                     feature_grads[i] = g * coef if summed is None else summed.add_(g * coef)
             if task_feature_grads[-1] is not None:
-                self._accumulate_shared_grad(k, features[-1], task_feature_grads[-1], shared)
+                self._accumulate_shared_grad(grad_sum[k], features[-1], task_feature_grads[-1], shared)
             loss_sum[k] += loss.detach().to(loss_sum)
         used = [i for i, g in enumerate(feature_grads) if g is not None]
         torch.autograd.backward([features[i] for i in used], grad_tensors=[feature_grads[i] for i in used])
@@ -195,25 +197,24 @@ class GradNormBalancer(Balancer):
     def _accumulators(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The step's buffer ``(K * P + K,)`` and its two views: ``(K, P)`` the sum of ``scale * grad_W L_k`` and
         ``(K,)`` the sum of the micro-batch losses (allocated by the first :meth:`backward`)."""
-        if self._sums is None:
+        if self._buffers is None:
             raise RuntimeError("GradNormBalancer: no backward() since it was built")
-        k = self.num_tasks
-        return self._sums, self._sums[:-k].view(k, -1), self._sums[-k:]
+        return self._buffers
 
     def _accumulate_shared_grad(
         self,
-        k: int,
+        row: torch.Tensor,
         output: torch.Tensor,
         output_grad: torch.Tensor,
         shared: list[nn.Parameter],
     ) -> None:
         """Add ``scale * grad_W L_k`` (a vector-Jacobian product through W's block; ``output_grad`` carries
-        the scale) to row k, in the accumulation buffer's float32."""
+        the scale) to ``row`` ``(P,)``, task k's row of the accumulation buffer, in its float32."""
         grads = torch.autograd.grad(output, shared, grad_outputs=output_grad, retain_graph=True, allow_unused=True)
         offset = 0
         for p, g in zip(shared, grads):
             if g is not None:
-                self._accumulators()[1][k, offset : offset + p.numel()].add_(g.flatten())
+                row[offset : offset + p.numel()].add_(g.flatten())
             offset += p.numel()
 
     def step(self, comm: Comm, skipped: torch.Tensor | None = None) -> None:

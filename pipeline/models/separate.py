@@ -65,7 +65,7 @@ class SeparateTaskModels(MultiTaskModel):
     def logit_layer(self, task: str) -> nn.Conv2d:
         if task not in self.networks:
             raise ValueError(f"unknown task {task!r}; this model has {list(self.task_names)}")
-        return dict(self._each())[task].logit_layer(task)
+        return cast(MultiTaskModel, self.networks[task]).logit_layer(task)
 
     def task_parameters(self, task: str) -> list[nn.Parameter]:
         if task not in self.networks:
