@@ -27,8 +27,8 @@ AUGMENTATIONS = (
     "vertical_flip",
     "elastic",
 )
-DEFAULT_BALANCERS = ("equal", "uncertainty", "gradnorm", "dwa", "atdwa", "stl")
-"""``train.balancers`` when the file does not say: every balancer and the STL baseline. The methods that exist
+DEFAULT_BALANCERS = ("equal", "uncertainty", "gradnorm", "dwa", "atdwa", "stl", "mtcool")
+"""``train.balancers`` when the file does not say: every balancer, the STL baseline and MT-CooL. The methods that exist
 are the plug-ins of :mod:`pipeline.balancers`; their names and settings are checked there."""
 TARGET_OF_KIND = {"binary_segmentation": "mask", "multiclass_segmentation": "tissue", "classification": "label"}
 """The array each kind of task learns: the binary mask, the tissue index mask or the class label."""

@@ -37,7 +37,7 @@ def test_wound_profile_switches_the_breast_params_to_the_wound_workload(project)
     assert (p.workload, p.data.layout, p.data.channels, p.model.name) == ("wound", "dfutissue", 3, "attention_unet")
     assert [t.name for t in p.tasks] == ["wound", "tissue"]
     assert dict(p.registry.floors) == {"wound.dice": 0.5, "tissue.dice": 0.3}  # the breast floors are gone
-    assert p.train.balancers == ("equal", "uncertainty", "gradnorm", "dwa", "atdwa", "stl")
+    assert p.train.balancers == ("equal", "uncertainty", "gradnorm", "dwa", "atdwa", "stl", "mtcool")
 
 
 def test_unknown_profile_lists_known_ones_and_leaves_params_alone(tmp_path, monkeypatch):

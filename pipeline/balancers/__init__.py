@@ -15,6 +15,7 @@ from pipeline.balancers.base import Balancer
 from pipeline.balancers.dwa import DWABalancer, dwa_weights
 from pipeline.balancers.equal import EqualBalancer, SeparateTasksBalancer
 from pipeline.balancers.gradnorm import GradNormBalancer, gradnorm_weight_grad
+from pipeline.balancers.mtcool import MTCoolBalancer
 from pipeline.balancers.uncertainty import UncertaintyBalancer
 from pipeline.config import Params
 from pipeline.errors import ConfigError
@@ -38,9 +39,10 @@ def balancer_class(name: str) -> type[Balancer]:
 
 def check_methods(params: Params) -> None:
     """Check what ``params`` names among the plug-ins before anything trains: every ``train.balancers`` entry and
-    every ``balancer.<name>`` section is a registered balancer, each section is valid for it, ``tune.grid`` holds
-    valid settings of the registered ``tune.balancer``, and ``model.name`` is a registered network that can be
-    what ``params`` ask. Raises :class:`ConfigError` naming the params file and the key."""
+        every ``balancer.<name>`` section is a registered balancer, each section is valid for it, ``tune.grid`` holds
+        valid settings of the registered ``tune.balancer``, and ``model.name`` is a registered network that can be
+        what ``params`` ask, and each method trained or swept can do what ``params`` ask of it
+    (:meth:`~pipeline.balancers.base.Balancer.check_params`). Raises :class:`ConfigError` naming the params file and the key."""
     known = sorted(balancer_classes())
     for key, names in (("train.balancers", params.train.balancers), ("balancer", tuple(params.balancer))):
         unknown = [name for name in names if name not in known]
@@ -50,6 +52,8 @@ def check_methods(params: Params) -> None:
         cls.settings_model.of(params, name)
     _check_sweep(params)
     check_model(params)
+    for name in dict.fromkeys((*params.train.balancers, params.tune.balancer)):
+        balancer_class(name).check_params(params)
 
 
 def _check_sweep(params: Params) -> None:
@@ -81,6 +85,7 @@ __all__ = [
     "DWABalancer",
     "EqualBalancer",
     "GradNormBalancer",
+    "MTCoolBalancer",
     "SeparateTasksBalancer",
     "UncertaintyBalancer",
     "atdwa_temperature",

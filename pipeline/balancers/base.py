@@ -8,6 +8,10 @@ K tasks. The training loop calls, in this order::
     balancer.step(comm, skipped)                            # once per optimiser step, after optimiser.step()
     balancer.end_epoch(epoch_losses)                        # (K,) mean train losses of the epoch, all ranks
 
+How an optimiser step is taken is the balancer's too (:meth:`Balancer.train_step`): by default the loop above once
+per micro-batch, then one optimiser step of every parameter; a method that updates the tasks' parameters in turn
+(MT-CooL) takes the step its own way from the same :class:`TrainStep`.
+
 ``backward`` takes the K losses as separate scalar tensors in ``task_names`` order, not stacked:
 a stacked tensor joins the heads' graphs, so a per-task gradient would run every head's backward.
 ``weights()`` are the weights applied during the current epoch/step. All state that influences
@@ -22,16 +26,52 @@ K numbers an epoch) stay on the CPU.
 
 from __future__ import annotations
 
+import contextlib
 from abc import ABC
-from collections.abc import Sequence
-from typing import Any, ClassVar, Self
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol, Self
 
 import torch
 from torch import nn
 
 from pipeline.config import MethodSettings, Params
+from pipeline.models import build_model
 from pipeline.models.base import MultiTaskModel
 from pipeline.runtime.comm import Comm
+from pipeline.runtime.compute_format import ComputeFormat
+from pipeline.runtime.inference import task_losses
+from pipeline.tasks import Task
+
+
+class GradientSync(Protocol):
+    """Averages gradients over ranks while the last micro-batch's backward pass runs
+    (:class:`pipeline.train.grad_sync.GradientReducer`)."""
+
+    def arm(self) -> None: ...
+
+    def finish(self) -> None: ...
+
+
+@dataclass
+class TrainStep:
+    """What one optimiser step of the training loop works with.
+
+    ``micro_batches``: this rank's ``grad_accum_steps`` chunks of the step's global batch, on the device
+    (``{"image": (b, C, H, W), <target>: ...}``); ``seed_dropout(m)`` seeds the dropout masks of chunk ``m`` by its
+    global index, so any (workers, accumulation) pair with the same product draws the same masks;
+    ``reducer`` averages gradients over ranks (None on one rank).
+    """
+
+    model: MultiTaskModel
+    optimizer: torch.optim.Optimizer
+    tasks: tuple[Task, ...]
+    loss_fns: Sequence[nn.Module]
+    micro_batches: Sequence[dict[str, torch.Tensor]]
+    seed_dropout: Callable[[int], None]
+    compute: ComputeFormat
+    comm: Comm
+    reducer: GradientSync | None = None
 
 
 class Balancer(ABC):
@@ -42,9 +82,6 @@ class Balancer(ABC):
     name: ClassVar[str]
     settings_model: ClassVar[type[MethodSettings]] = MethodSettings
     """The schema of ``balancer.<name>`` (the base class: no settings)."""
-    separate_networks: ClassVar[bool] = False
-    """True for a method that trains one whole network per task side by side (the STL baseline,
-    :mod:`pipeline.models.separate`) instead of one network with a head per task."""
 
     def __init__(self, task_names: Sequence[str]):
         self.task_names = tuple(task_names)
@@ -64,6 +101,22 @@ class Balancer(ABC):
         """Build from the params; a balancer with settings reads its own section with
         ``<its settings_model>.of(params, cls.name)``."""
         return cls(task_names)
+
+    @classmethod
+    def check_params(cls, params: Params) -> None:
+        """Raise :class:`~pipeline.errors.ConfigError` naming the key when ``params`` ask of this method what it
+        cannot do (called by :func:`~pipeline.balancers.check_methods` after every method's settings are validated,
+        for the methods ``params`` train or sweep); by default there is nothing more to check."""
+
+    @classmethod
+    def build_network(cls, params: Params, tasks: Sequence[Task]) -> MultiTaskModel:
+        """The network this method trains (and evaluation and the registry rebuild): by default ``model.name``
+        with a head per task; STL and MT-CooL build one network per task."""
+        return build_model(params, tasks)
+
+    def parameter_groups(self, model: MultiTaskModel) -> list[list[nn.Parameter]]:
+        """The optimiser's parameter groups: by default one, the model's parameters and the balancer's."""
+        return [list(model.parameters()) + self.parameters()]
 
     def weights(self) -> torch.Tensor:
         """Current task weights ``(K,)``, float64, detached (for logging; ``combine`` uses :meth:`loss_weights`)."""
@@ -111,6 +164,28 @@ class Balancer(ABC):
         """Accumulate ``scale * d combine(losses) / d params`` into ``.grad`` of model and balancer."""
         (self.combine(torch.stack(tuple(losses))) * scale).backward()
 
+    def train_step(self, step: TrainStep) -> torch.Tensor:
+        """Take one optimiser step; returns the sum over this rank's micro-batches of the unweighted losses ``(K,)``.
+
+        Each micro-batch's losses are scaled by ``1 / grad_accum_steps`` (and the loss scale) and accumulated by
+        :meth:`backward`; the gradients are averaged over ranks, the optimiser steps every parameter at once and
+        :meth:`step` follows.
+        """
+        scale = step.compute.loss_scale() / len(step.micro_batches)
+        loss_sum = torch.zeros(len(step.tasks), device=step.micro_batches[0]["image"].device)
+        for m, batch in enumerate(step.micro_batches):
+            if step.reducer is not None and m == len(step.micro_batches) - 1:
+                step.reducer.arm()  # the all-reduce of each bucket starts as its gradients are complete
+            step.seed_dropout(m)
+            loss_sum += forward_backward(step.model, self, step.tasks, step.loss_fns, batch, scale, step.compute)
+        if step.reducer is not None:
+            step.reducer.finish()  # before unscaling, so an fp16 overflow skips the step on every rank
+        step.compute.unscale_(step.optimizer)
+        skipped = step.compute.step(step.optimizer)
+        self.step(step.comm, skipped)
+        step.optimizer.zero_grad(set_to_none=True)
+        return loss_sum
+
     def step(self, comm: Comm, skipped: torch.Tensor | None = None) -> None:
         """Called once per optimiser step, after the step's backward calls and the optimiser step.
 
@@ -126,3 +201,28 @@ class Balancer(ABC):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned."""
+
+
+def forward_backward(
+    model: MultiTaskModel,
+    balancer: Balancer,
+    tasks: tuple[Task, ...],
+    loss_fns: Sequence[nn.Module],
+    batch: dict[str, torch.Tensor],
+    scale: float | torch.Tensor = 1.0,
+    compute: ComputeFormat | None = None,
+) -> torch.Tensor:
+    """Forward one chunk and let the balancer accumulate ``scale``-weighted gradients; returns losses ``(K,)``.
+
+    The forward pass runs in ``compute``'s layout and autocast (float32 by default); the heads' outputs are cast
+    to float32, so losses and the balancer's backward are float32 whatever the precision.
+    """
+    images = batch["image"] if compute is None else compute.prepare_images(batch["image"])
+    with compute.autocast() if compute is not None else contextlib.nullcontext():
+        features = model.encode(images)
+        head_inputs = balancer.head_inputs(features)
+        outputs = model.decode(head_inputs)
+    outputs = {name: out.float() for name, out in outputs.items()}
+    losses = task_losses(tasks, list(loss_fns), outputs, batch)
+    balancer.backward(losses, model, features, head_inputs, scale)
+    return torch.stack(losses).detach()

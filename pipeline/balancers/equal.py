@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from pipeline.balancers.base import Balancer
+from pipeline.config import Params
+from pipeline.models import build_model
+from pipeline.models.base import MultiTaskModel
+from pipeline.tasks import Task
 
 
 class EqualBalancer(Balancer):
@@ -16,4 +22,7 @@ class SeparateTasksBalancer(EqualBalancer):
     each network learns its own task as if alone."""
 
     name = "stl"
-    separate_networks = True
+
+    @classmethod
+    def build_network(cls, params: Params, tasks: Sequence[Task]) -> MultiTaskModel:
+        return build_model(params, tasks, separate=True)

@@ -25,16 +25,14 @@ import psutil
 import torch
 
 from pipeline.balancers import balancer_class, build_balancer
-from pipeline.balancers.base import Balancer
+from pipeline.balancers.base import Balancer, TrainStep
 from pipeline.bench.timing import interleaved, median
 from pipeline.config import Params
-from pipeline.models import build_model
 from pipeline.models.base import MultiTaskModel
 from pipeline.runtime.comm import LocalComm
 from pipeline.runtime.compute_format import ComputeFormat
 from pipeline.runtime.device import select_device, to_tensors
 from pipeline.tasks import Task, build_tasks
-from pipeline.train.loop import forward_backward
 
 WARMUP_STEPS = 3
 
@@ -91,11 +89,9 @@ def contender(name: str, params: Params, tasks: tuple[Task, ...], device: torch.
     ``channels_last``)."""
     torch.manual_seed(params.seed)
     compute = ComputeFormat.from_params(params.train, device)
-    model = compute.prepare_model(
-        build_model(params, tasks, separate=balancer_class(name).separate_networks).to(device)
-    )
+    model = compute.prepare_model(balancer_class(name).build_network(params, tasks).to(device))
     balancer = build_balancer(name, [t.name for t in tasks], params).to(device)
-    optimizer = torch.optim.Adam(list(model.parameters()) + balancer.parameters(), lr=params.train.lr)
+    optimizer = torch.optim.Adam([{"params": group} for group in balancer.parameter_groups(model)], lr=params.train.lr)
     return Contender(name, model, balancer, optimizer, compute)
 
 
@@ -103,11 +99,9 @@ def train_step(
     c: Contender, tasks: tuple[Task, ...], loss_fns: list[torch.nn.Module], batch: dict[str, torch.Tensor]
 ) -> None:
     """One optimiser step of ``c`` on ``batch``, as the training loop takes it (one process, no accumulation)."""
-    forward_backward(c.model, c.balancer, tasks, loss_fns, batch, c.compute.loss_scale(), c.compute)
-    c.compute.unscale_(c.optimizer)
-    skipped = c.compute.step(c.optimizer)
-    c.balancer.step(LocalComm(), skipped)
-    c.optimizer.zero_grad(set_to_none=True)
+    c.balancer.train_step(
+        TrainStep(c.model, c.optimizer, tasks, loss_fns, [batch], lambda micro: None, c.compute, LocalComm())
+    )
 
 
 def synchronizer(device: torch.device) -> Callable[[], None]:

@@ -43,12 +43,11 @@ import torch.distributed as dist
 
 from pipeline import paths
 from pipeline.atomic import atomic_write_json
-from pipeline.balancers import balancer_classes
+from pipeline.balancers import balancer_class, balancer_classes
 from pipeline.bench import balancers
 from pipeline.config import Params, deep_merge, parse_params
 from pipeline.data.folds import ArraySet, FoldData
 from pipeline.errors import ConfigError, PipelineError
-from pipeline.models import build_model
 from pipeline.registry.predictor import image_prediction
 from pipeline.registry.pyfunc import MultiTaskPyfunc, model_config, model_params
 from pipeline.runtime.compute_format import NATIVE_BF16_CAPABILITY
@@ -275,11 +274,11 @@ def predict_on_device(params: Params, device: torch.device, work: Path) -> dict[
     rows = balancers.synthetic_rows(tasks, PREDICT_IMAGES, size, params.data.channels, seed=2)
     images = to_tensors(rows, torch.device("cpu"))["image"].numpy()
     models = {}
-    for name, separate in (("multi_task", False), ("stl", True)):
+    for name, balancer in (("multi_task", "equal"), ("stl", "stl")):
         torch.manual_seed(params.seed)
         checkpoint = work / f"{name}.pt"
-        save_checkpoint(checkpoint, {"model": build_model(params, tasks, separate).state_dict()})
-        model = MultiTaskPyfunc().load(model_params(model_config(params, separate)), [checkpoint], separate, device)
+        save_checkpoint(checkpoint, {"model": balancer_class(balancer).build_network(params, tasks).state_dict()})
+        model = MultiTaskPyfunc().load(model_params(model_config(params, balancer)), [checkpoint], balancer, device)
         placed = {p.device.type for p in model.network.parameters()}
         if placed != {device.type}:
             raise PipelineError(f"{name}: the loaded network's parameters are on {sorted(placed)}, not {device.type}")

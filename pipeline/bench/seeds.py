@@ -26,7 +26,6 @@ from pipeline.config import Params, deep_merge, parse_params
 from pipeline.data.build import build_data_root
 from pipeline.data.folds import load_fold, load_test
 from pipeline.evaluate import compare
-from pipeline.models import build_model
 from pipeline.tasks import build_tasks
 from pipeline.train.loop import Trainer
 from pipeline.train.train import evaluate_on_driver, fold_summary, write_metrics
@@ -58,7 +57,7 @@ def _run_seed(params: Params, workspace: Path) -> dict[str, Any]:
         for fold in params.folds:
             trainer = Trainer(params, tasks, balancer, load_fold(data, fold), fold)
             result = trainer.fit()
-            model = build_model(params, tasks, separate=balancer_class(balancer).separate_networks)
+            model = balancer_class(balancer).build_network(params, tasks)
             model.load_state_dict(trainer.best_model)
             folds[f"fold_{fold}"] = fold_summary(result, evaluate_on_driver(params, model, tasks, test))
             history.extend(result.history)

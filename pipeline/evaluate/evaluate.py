@@ -44,7 +44,7 @@ import numpy as np
 
 from pipeline import paths
 from pipeline.atomic import atomic_dir, atomic_write_bytes, atomic_write_json, atomic_write_text
-from pipeline.balancers import balancer_class, check_methods
+from pipeline.balancers import check_methods
 from pipeline.config import Params
 from pipeline.data.folds import ArraySet, load_test
 from pipeline.errors import ConfigError, DataError
@@ -89,7 +89,7 @@ def run(params: Params, data: Path, models_dir: Path, metrics_dir: Path, reports
     device = select_device(params.train.device)
     passes, ensembles = {}, {}
     for b, fold_paths in checkpoints.items():
-        members = [load_model(params, tasks, path, device, balancer_class(b).separate_networks) for path in fold_paths]
+        members = [load_model(params, tasks, path, device, b) for path in fold_paths]
         passes[b] = [model_pass(m, tasks, test, params.train.batch_size, device, keep) for m in members]
         ensemble = model_pass(FoldEnsemble(tasks, members), tasks, test, params.train.batch_size, device, keep[:0])
         ensembles[b] = ensemble.metrics

@@ -9,10 +9,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from pipeline.balancers import balancer_class
 from pipeline.config import Params
 from pipeline.data.folds import ArraySet
 from pipeline.errors import DataError
-from pipeline.models import build_model
 from pipeline.models.base import MultiTaskModel
 from pipeline.runtime.inference import predict_batches
 from pipeline.runtime.metrics import TaskMetrics
@@ -38,15 +38,15 @@ class ModelPass:
 
 
 def load_model(
-    params: Params, tasks: tuple[Task, ...], path: Path, device: torch.device, separate: bool = False
+    params: Params, tasks: tuple[Task, ...], path: Path, device: torch.device, balancer: str = "equal"
 ) -> MultiTaskModel:
-    """The network of ``params`` (one per task with ``separate``: the STL baseline) with the weights of
-    checkpoint ``path`` (its ``"model"`` state dict)."""
+    """The network ``balancer`` trains under ``params`` with the weights of checkpoint ``path`` (its ``"model"``
+    state dict)."""
     path = Path(path)
     checkpoint = load_checkpoint(path)
     if checkpoint is None:
         raise DataError(f"{path}: checkpoint not found (run the train stage for this balancer and fold)")
-    model = build_model(params, tasks, separate)
+    model = balancer_class(balancer).build_network(params, tasks)
     try:
         model.load_state_dict(checkpoint["model"])
     except (KeyError, RuntimeError) as exc:

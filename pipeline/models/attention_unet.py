@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import cast
+from typing import ClassVar, cast
 
 from monai.networks.nets import AttentionUnet
 from torch import nn
@@ -31,6 +31,18 @@ class AttentionUNetMTL(SharedTrunkMTL):
     """
 
     name = "attention_unet"
+    fusion_layers: ClassVar[dict[str, tuple[str, ...]]] = {
+        "bottleneck": ("trunk.1.submodule.1.submodule.1.submodule.1.submodule",),
+        "every_scale": (
+            "trunk.0",
+            "trunk.1.submodule.0",
+            "trunk.1.submodule.1.submodule.0",
+            "trunk.1.submodule.1.submodule.1.submodule.0",
+            "trunk.1.submodule.1.submodule.1.submodule.1.submodule",
+        ),
+    }
+    """The encoder's convolution block of each level, the bottleneck the deepest (MONAI nests a level's block
+    and the next level inside an ``AttentionLayer``); valid for the default five levels."""
 
     @classmethod
     def from_params(cls, params: Params, tasks: Sequence[Task]) -> AttentionUNetMTL:

@@ -35,6 +35,11 @@ class MultiTaskModel(nn.Module, ABC):
     loads_pretrained_encoder: ClassVar[bool] = False
     """Whether ``model.pretrained_encoder`` means something to this network."""
 
+    fusion_layers: ClassVar[dict[str, tuple[str, ...]]] = {}
+    """Where MT-CooL can fuse one task's network with the others' (:mod:`pipeline.models.cooperative`): per level
+    (``bottleneck``, ``every_scale``), the paths of the modules whose outputs are fused, shallow to deep. Each is an
+    encoder layer, whose output depends on no fused feature before it except its own level's inputs."""
+
     task_names: tuple[str, ...]
     heads: nn.ModuleDict
     """One head per task, by task name: ``head(features)`` → that task's logits."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pickle
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import cast
+from typing import ClassVar, cast
 
 import torch
 from monai.networks.nets import ResNet
@@ -97,6 +97,11 @@ class SSCResNet34(MultiTaskModel):
 
     name = "ssc_resnet34"
     loads_pretrained_encoder = True
+    fusion_layers: ClassVar[dict[str, tuple[str, ...]]] = {
+        "bottleneck": ("encoder.layer4",),
+        "every_scale": ("encoder.act", "encoder.layer1", "encoder.layer2", "encoder.layer3", "encoder.layer4"),
+    }
+    """The five features :meth:`encode` returns (the stem's activation, then ``layer1`` ... ``layer4``)."""
 
     @classmethod
     def from_params(cls, params: Params, tasks: Sequence[Task]) -> SSCResNet34:

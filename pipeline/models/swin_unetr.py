@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import ClassVar
 
 from monai.networks.nets import SwinUNETR
 from torch import nn
@@ -40,6 +41,11 @@ class SwinUNETRMTL(SharedTrunkMTL):
     """
 
     name = "swin_unetr"
+    fusion_layers: ClassVar[dict[str, tuple[str, ...]]] = {
+        "bottleneck": ("trunk.encoder10",),
+        "every_scale": ("trunk.encoder1", "trunk.encoder2", "trunk.encoder3", "trunk.encoder4", "trunk.encoder10"),
+    }
+    """The convolution blocks that turn the image and the Swin stages' outputs into the decoder's skips."""
 
     @classmethod
     def check_params(cls, params: Params) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import ClassVar
 
 from monai.networks.nets import BasicUNet
 from torch import nn
@@ -35,6 +36,10 @@ class UNetMTL(SharedTrunkMTL):
     """
 
     name = "unet"
+    fusion_layers: ClassVar[dict[str, tuple[str, ...]]] = {
+        "bottleneck": ("trunk.down_4",),
+        "every_scale": ("trunk.conv_0", "trunk.down_1", "trunk.down_2", "trunk.down_3", "trunk.down_4"),
+    }
 
     @classmethod
     def from_params(cls, params: Params, tasks: Sequence[Task]) -> UNetMTL:

@@ -49,7 +49,7 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.tracking import MlflowClient
 
 from pipeline.atomic import atomic_write_json
-from pipeline.balancers import balancer_class, check_methods
+from pipeline.balancers import check_methods
 from pipeline.config import Params
 from pipeline.data.folds import ArraySet, load_test
 from pipeline.registry.candidate import Candidate, file_sha256, package_sha256, select_candidate
@@ -187,9 +187,7 @@ def _register(
 ) -> ModelVersion:
     """Log the candidate's pyfunc model to the active run and register it as a new version."""
     example = to_tensors(test.read([0]), torch.device("cpu"))["image"].numpy()
-    info = log_model(
-        params, candidate.checkpoints, example, separate=balancer_class(candidate.balancer).separate_networks
-    )
+    info = log_model(params, candidate.checkpoints, example, candidate.balancer)
     registered = mlflow.register_model(
         info.model_uri,
         params.registry.model_name,

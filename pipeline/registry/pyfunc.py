@@ -15,7 +15,8 @@ accept a DataFrame of arrays, not a dict of per-task arrays):
 
 The model's ``model_config`` holds the params that rebuild the network (``workload``, ``data.layout``,
 ``data.image_size``, ``data.channels``, ``data.classes``, ``data.tissues``, ``tasks``, ``model``),
-``separate_tasks`` (the STL baseline: one network per task) and ``members``, the number of training
+``balancer`` (the method that trained it, which says what network it is: one with a head per task, STL's or
+MT-CooL's networks per task) and ``members``, the number of training
 checkpoints (``["model"]`` is the state dict, loaded with ``weights_only=True``) among its artifacts
 (:func:`member_keys`): one is a fold model, several a fold ensemble whose probabilities are the mean of its
 members' (:mod:`pipeline.evaluate.ensemble`). A config without ``members`` has one.
@@ -32,10 +33,10 @@ import pandas as pd
 import torch
 from mlflow.pyfunc import PythonModel, PythonModelContext
 
+from pipeline.balancers import balancer_class
 from pipeline.config import Params, parse_params
 from pipeline.errors import DataError
 from pipeline.evaluate.ensemble import FoldEnsemble
-from pipeline.models import build_model
 from pipeline.models.base import MultiTaskModel
 from pipeline.tasks import Task, build_tasks
 from pipeline.train.checkpoint import load_checkpoint
@@ -50,9 +51,10 @@ def member_keys(members: int) -> list[str]:
     return [CHECKPOINT] if members == 1 else [f"{CHECKPOINT}_{i}" for i in range(members)]
 
 
-def model_config(params: Params, separate: bool = False, members: int = 1) -> dict[str, Any]:
-    """The ``model_config`` logged with the model: the params that rebuild network and preprocessing,
-    ``separate_tasks`` (one network per task: the STL baseline's checkpoints) and the number of ``members``.
+def model_config(params: Params, balancer: str = "equal", members: int = 1) -> dict[str, Any]:
+    """The ``model_config`` logged with the model: the params that rebuild network and preprocessing (the
+    methods' settings included: MT-CooL's fusion shapes its network), the ``balancer`` whose network the
+    checkpoints hold and the number of ``members``.
 
     ``model.pretrained_encoder`` is dropped: the weights come from the checkpoint, and the encoder file
     need not exist where the model is served. ``registry`` is kept so that the params validate.
@@ -63,10 +65,11 @@ def model_config(params: Params, separate: bool = False, members: int = 1) -> di
         "tasks": True,
         "model": True,
         "registry": True,
+        "balancer": True,
     }
     dumped = params.model_dump(mode="json", include=include)
     dumped["model"]["pretrained_encoder"] = None
-    return {"params": dumped, "separate_tasks": separate, "members": members}
+    return {"params": dumped, "balancer": balancer, "members": members}
 
 
 def model_params(config: Mapping[str, Any]) -> Params:
@@ -102,27 +105,29 @@ class MultiTaskPyfunc(PythonModel):
     def load_context(self, context: PythonModelContext) -> None:
         config = context.model_config
         checkpoints = [Path(context.artifacts[key]) for key in member_keys(config.get("members", 1))]
-        self.load(model_params(config), checkpoints, config.get("separate_tasks", False))
+        # a version registered before the config named its method says only whether it is STL's networks
+        balancer = config.get("balancer") or ("stl" if config.get("separate_tasks") else "equal")
+        self.load(model_params(config), checkpoints, balancer)
 
     def load(
-        self, params: Params, checkpoints: Sequence[Path], separate: bool = False, device: torch.device = CPU
+        self, params: Params, checkpoints: Sequence[Path], balancer: str = "equal", device: torch.device = CPU
     ) -> MultiTaskPyfunc:
-        """Build the network of ``params`` (one per task with ``separate``) for each of ``checkpoints``, load
+        """Build the network ``balancer`` trains under ``params`` for each of ``checkpoints``, load
         its ``["model"]``, and place the network (the ensemble of several) on ``device``, where
         :meth:`predict` then runs."""
         self.params = params
         self.tasks = build_tasks(params)
-        members = [self._member(checkpoint, separate) for checkpoint in checkpoints]
+        members = [self._member(checkpoint, balancer) for checkpoint in checkpoints]
         network = members[0] if len(members) == 1 else FoldEnsemble(self.tasks, members)
         self.device = device
         self.network = network.to(device).eval()
         return self
 
-    def _member(self, checkpoint: Path, separate: bool) -> MultiTaskModel:
+    def _member(self, checkpoint: Path, balancer: str) -> MultiTaskModel:
         state = load_checkpoint(checkpoint)
         if state is None:
             raise DataError(f"{checkpoint}: checkpoint not found")
-        network = build_model(self.params, self.tasks, separate)
+        network = balancer_class(balancer).build_network(self.params, self.tasks)
         network.load_state_dict(state["model"])
         return network
 

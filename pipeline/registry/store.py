@@ -39,16 +39,16 @@ REQUIREMENTS = ("mlflow", "torch", "monai", "numpy", "pandas", "pydantic", "pyya
 _MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>[^/]+))$")
 
 
-def log_model(params: Params, checkpoints: Sequence[Path], example: np.ndarray, separate: bool = False) -> ModelInfo:
+def log_model(params: Params, checkpoints: Sequence[Path], example: np.ndarray, balancer: str = "equal") -> ModelInfo:
     """Log ``checkpoints`` (one: a fold model; several: their fold ensemble) as the pyfunc model ``model``
     of the active run; every checkpoint file is an artifact of the model.
 
     ``example``: one preprocessed image ``(1, C, S, S)`` float32, stored as the input example; the
     signature fixes ``C`` and ``S`` (any batch size). The ``pipeline`` package is logged with the model.
-    ``separate``: each checkpoint holds one network per task (the STL baseline).
+    ``balancer``: the method whose network the checkpoints hold.
     """
-    config = model_config(params, separate, len(checkpoints))
-    outputs = MultiTaskPyfunc().load(model_params(config), checkpoints, separate).predict(None, example)
+    config = model_config(params, balancer, len(checkpoints))
+    outputs = MultiTaskPyfunc().load(model_params(config), checkpoints, balancer).predict(None, example)
     return mlflow.pyfunc.log_model(
         name="model",
         python_model=str(MODEL_CODE),

@@ -21,7 +21,6 @@ identical numbers on every rank — one decision, not N.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import time
 from collections.abc import Callable, Iterator
@@ -32,16 +31,15 @@ import numpy as np
 import torch
 
 from pipeline.balancers import balancer_class, build_balancer
-from pipeline.balancers.base import Balancer
+from pipeline.balancers.base import TrainStep
 from pipeline.config import Params
 from pipeline.data.folds import ArraySet, FoldData
 from pipeline.errors import ConfigError, DataError
-from pipeline.models import build_model, parameter_count
-from pipeline.models.base import MultiTaskModel
+from pipeline.models import parameter_count
 from pipeline.runtime.comm import Comm, LocalComm
 from pipeline.runtime.compute_format import ComputeFormat
 from pipeline.runtime.device import select_device, to_tensors
-from pipeline.runtime.inference import evaluate, task_losses
+from pipeline.runtime.inference import evaluate
 from pipeline.runtime.prefetch import HostBatch, host_batch, prefetched
 from pipeline.tasks import Task
 from pipeline.train.checkpoint import CheckpointStore
@@ -91,31 +89,6 @@ def epoch_batches(rows: int, batch_size: int, seed: int, fold: int, epoch: int) 
     return [order[step * batch_size : (step + 1) * batch_size] for step in range(rows // batch_size)]
 
 
-def forward_backward(
-    model: MultiTaskModel,
-    balancer: Balancer,
-    tasks: tuple[Task, ...],
-    loss_fns: list[torch.nn.Module],
-    batch: dict[str, torch.Tensor],
-    scale: float | torch.Tensor = 1.0,
-    compute: ComputeFormat | None = None,
-) -> torch.Tensor:
-    """Forward one chunk and let the balancer accumulate ``scale``-weighted gradients; returns losses ``(K,)``.
-
-    The forward pass runs in ``compute``'s layout and autocast (float32 by default); the heads' outputs are cast
-    to float32, so losses and the balancer's backward are float32 whatever the precision.
-    """
-    images = batch["image"] if compute is None else compute.prepare_images(batch["image"])
-    with compute.autocast() if compute is not None else contextlib.nullcontext():
-        features = model.encode(images)
-        head_inputs = balancer.head_inputs(features)
-        outputs = model.decode(head_inputs)
-    outputs = {name: out.float() for name, out in outputs.items()}
-    losses = task_losses(tasks, loss_fns, outputs, batch)
-    balancer.backward(losses, model, features, head_inputs, scale)
-    return torch.stack(losses).detach()
-
-
 class Trainer:
     """Trains one model with one balancer on one fold; resumable from a :class:`CheckpointStore`."""
 
@@ -150,7 +123,7 @@ class Trainer:
 
         torch.manual_seed(params.seed)  # identical initial weights on every rank
         self.compute = ComputeFormat.from_params(cfg, self.device)
-        network = build_model(params, tasks, separate=balancer_class(balancer_name).separate_networks)
+        network = balancer_class(balancer_name).build_network(params, tasks)
         # Segmentation starts by predicting the training set's class frequencies, as detectors do for rare
         # classes: from a bias of 0 (p = 0.5 everywhere) the first steps spend themselves pushing every pixel
         # to background, and with some seeds the lesion never crossed 0.5 in 8 epochs (README: Reproducibility).
@@ -158,8 +131,11 @@ class Trainer:
         self.model = self.compute.prepare_model(network.to(self.device))
         self.balancer = build_balancer(balancer_name, [t.name for t in tasks], params).to(self.device)
         self.loss_fns = [t.loss_fn() for t in tasks]
-        trainable = list(self.model.parameters()) + self.balancer.parameters()
-        self.optimizer = torch.optim.Adam(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        groups = self.balancer.parameter_groups(self.model)
+        trainable = [p for group in groups for p in group]
+        self.optimizer = torch.optim.Adam(
+            [{"params": group} for group in groups], lr=cfg.lr, weight_decay=cfg.weight_decay
+        )
         self.reducer = (
             GradientReducer(trainable, self.comm, self.balancer.directly_written_parameters(self.model))
             if self.comm.world_size > 1
@@ -310,27 +286,28 @@ class Trainer:
         return comm.all_reduce_mean(loss_sum / (len(batches) * cfg.grad_accum_steps))
 
     def _train_step(self, epoch: int, step: int, chunks: Iterator[HostBatch]) -> torch.Tensor:
-        """One optimiser step over this rank's ``grad_accum_steps`` micro-batches, taken from ``chunks``;
-        returns the sum of their unweighted losses ``(K,)`` (on the device)."""
+        """One optimiser step over this rank's ``grad_accum_steps`` micro-batches, taken from ``chunks`` and stepped
+        by the balancer (:meth:`~pipeline.balancers.base.Balancer.train_step`); returns the sum of their unweighted
+        losses ``(K,)`` (on the device)."""
         accum = self.params.train.grad_accum_steps
-        scale = self.compute.loss_scale() / accum
-        loss_sum = torch.zeros(len(self.tasks), device=self.device)
-        for micro in range(accum):
-            if self.reducer is not None and micro == accum - 1:
-                self.reducer.arm()  # the all-reduce of each bucket starts as its gradients are complete
-            chunk_id = self.comm.rank * accum + micro
-            torch.manual_seed(_chunk_seed(self.params.seed, self.fold, epoch, step, chunk_id))
-            batch = to_tensors(next(chunks), self.device)
-            loss_sum += forward_backward(
-                self.model, self.balancer, self.tasks, self.loss_fns, batch, scale, self.compute
+        first_chunk = self.comm.rank * accum
+
+        def seed_dropout(micro: int) -> None:
+            torch.manual_seed(_chunk_seed(self.params.seed, self.fold, epoch, step, first_chunk + micro))
+
+        return self.balancer.train_step(
+            TrainStep(
+                model=self.model,
+                optimizer=self.optimizer,
+                tasks=self.tasks,
+                loss_fns=self.loss_fns,
+                micro_batches=[to_tensors(next(chunks), self.device) for _ in range(accum)],
+                seed_dropout=seed_dropout,
+                compute=self.compute,
+                comm=self.comm,
+                reducer=self.reducer,
             )
-        if self.reducer is not None:
-            self.reducer.finish()  # before unscaling, so an fp16 overflow skips the step on every rank
-        self.compute.unscale_(self.optimizer)
-        skipped = self.compute.step(self.optimizer)
-        self.balancer.step(self.comm, skipped)
-        self.optimizer.zero_grad(set_to_none=True)
-        return loss_sum
+        )
 
     def _chunk_rows(self, batch: np.ndarray, micro: int) -> np.ndarray:
         """The sorted rows of ``batch`` (a global batch) that this rank's micro-batch ``micro`` processes."""

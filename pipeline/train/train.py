@@ -28,7 +28,6 @@ from pipeline.balancers import balancer_class, check_methods
 from pipeline.config import Params, with_overlay
 from pipeline.data.folds import ArraySet, load_test
 from pipeline.environment import tracking_uri
-from pipeline.models import build_model
 from pipeline.models.base import MultiTaskModel
 from pipeline.runtime.compute_format import ComputeFormat
 from pipeline.runtime.device import select_device, to_tensors
@@ -74,7 +73,7 @@ def run(params: Params, balancer: str, data: Path, out_dir: Path, metrics_dir: P
                     else None,
                 )
                 logger.finish(result.history, params.tracking.outage_s)  # what the workers could not deliver
-                model = build_model(params, tasks, separate=balancer_class(balancer).separate_networks)
+                model = balancer_class(balancer).build_network(params, tasks)
                 model.load_state_dict(read_checkpoint(fold_dir / BEST)["model"])
                 test_metrics = evaluate_on_driver(params, model, tasks, test)
                 example = to_tensors(test.read([0]), torch.device("cpu"))["image"]

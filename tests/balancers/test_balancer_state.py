@@ -64,7 +64,9 @@ def checkpoint(state: dict) -> dict:
 
 def test_every_balancer_file_registers_its_balancer_and_the_default_trains_them_all():
     assert (
-        set(balancer_classes()) == set(DEFAULT_BALANCERS) == {"equal", "uncertainty", "gradnorm", "dwa", "atdwa", "stl"}
+        set(balancer_classes())
+        == set(DEFAULT_BALANCERS)
+        == {"equal", "uncertainty", "gradnorm", "dwa", "atdwa", "stl", "mtcool"}
     )
 
 
@@ -104,7 +106,7 @@ def test_resumed_balancer_continues_identically(name):
 
     for expected, got in zip(continued, replayed):
         torch.testing.assert_close(got, expected, rtol=0, atol=1e-12)
-    if name not in ("equal", "stl"):  # fixed weights of 1
+    if name not in ("equal", "stl", "mtcool"):  # fixed weights of 1
         unit = torch.ones(len(NAMES), dtype=torch.float64)
         assert not torch.allclose(continued[-1], unit), "weights never moved: the test proves nothing"
     if name != "uncertainty":

@@ -243,8 +243,8 @@ def test_non_finite_step_leaves_weights_unchanged():
 def test_fp16_task_gradients_at_w_match_float32_where_unscaled_half_precision_underflows():
     # 256 px, mean-reduced Dice + BCE: per-pixel gradients of ~1e-6, below fp16's normal range. The loss
     # scale must be applied before the heads' and W's half-precision backward passes, not multiplied in after.
+    from pipeline.balancers.base import forward_backward
     from pipeline.runtime.compute_format import ComputeFormat
-    from pipeline.train.loop import forward_backward
 
     torch.manual_seed(0)
     tasks = (SEG, CLS)

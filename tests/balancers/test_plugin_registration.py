@@ -21,7 +21,6 @@ from pipeline.config import deep_merge, with_overlay
 from pipeline.data.folds import load_fold, load_test
 from pipeline.errors import ConfigError
 from pipeline.evaluate import evaluate as evaluate_stage
-from pipeline.models import build_model
 from pipeline.registry import promote as promote_stage
 from pipeline.tasks import build_tasks
 from pipeline.train.checkpoint import save_checkpoint
@@ -129,7 +128,7 @@ def test_a_new_balancer_file_trains_and_is_evaluated_and_promoted_by_name(toy_ba
         result = trainer.fit()
         assert [r["weight/lesion"] for r in result.history] == [3.0 if name == "toy" else 1.0] * 2
         save_checkpoint(tmp_path / "models" / name / "fold_0" / "best.pt", {"model": trainer.best_model})
-        model = build_model(params, tasks, separate=balancer_class(name).separate_networks)
+        model = balancer_class(name).build_network(params, tasks)
         model.load_state_dict(trainer.best_model)
         summary = fold_summary(result, evaluate_on_driver(params, model, tasks, test))
         write_metrics(tasks, name, {"fold_0": summary}, result.history, test, tmp_path / "metrics" / name)

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from pipeline.balancers import build_balancer
+from pipeline.balancers.base import forward_backward
 from pipeline.models import build_model, model_classes, parameter_count
 from pipeline.runtime.device import to_tensors
-from pipeline.train.loop import forward_backward
 from tests.models.test_backbones import BATCH, WOUND, RandomRows, image_size, small_params
 
 

@@ -12,10 +12,11 @@ import pytest
 import torch
 
 from pipeline.balancers import balancer_classes
+from pipeline.balancers.base import TrainStep
 from pipeline.data.folds import load_fold
 from pipeline.runtime.device import to_tensors
 from pipeline.tasks import build_tasks
-from pipeline.train.loop import Trainer, epoch_batches, forward_backward
+from pipeline.train.loop import Trainer, epoch_batches
 from tests.conftest import tiny_params
 
 META = torch.device("meta")
@@ -37,9 +38,23 @@ def test_a_trainer_keeps_every_optimised_tensor_on_its_device_and_reads_nothing_
 
     rows = epoch_batches(len(trainer.data.train), 4, params.seed, 0, 0)[0]
     batch = to_tensors(trainer.data.train.read(rows), META)
-    losses = forward_backward(
-        trainer.model, trainer.balancer, trainer.tasks, trainer.loss_fns, batch, compute=trainer.compute
+    gradients: dict[int, torch.device] = {}  # what each optimiser step (MT-CooL takes one per task) found
+    trainer.optimizer.register_step_pre_hook(
+        lambda optimizer, args, kwargs: gradients.update(
+            {id(p): p.grad.device for p in optimised if p.grad is not None}
+        )
+    )
+    losses = trainer.balancer.train_step(  # Adam's update runs on the device too
+        TrainStep(
+            trainer.model,
+            trainer.optimizer,
+            trainer.tasks,
+            trainer.loss_fns,
+            [batch],
+            lambda micro: None,
+            trainer.compute,
+            trainer.comm,
+        )
     )
     assert losses.device == META
-    assert all(p.grad is not None and p.grad.device == META for p in optimised)
-    trainer.compute.step(trainer.optimizer)  # Adam's update runs on the device too
+    assert len(gradients) == len(optimised) and set(gradients.values()) == {META}

@@ -15,7 +15,7 @@ def _trainer(params, balancer, data):
     return Trainer(params, build_tasks(params), balancer, load_fold(data, 0), fold=0)
 
 
-@pytest.mark.parametrize("balancer", ["atdwa", "gradnorm", "uncertainty"])
+@pytest.mark.parametrize("balancer", ["atdwa", "gradnorm", "uncertainty", "mtcool"])
 def test_resume_gives_identical_history_and_weights(balancer, tiny_data, tmp_path):
     params = tiny_params()
     straight = _trainer(params, balancer, tiny_data)
