@@ -69,6 +69,16 @@ def use_gpu(params: Params) -> bool:
     return choice == "yes"
 
 
+def job_slots(params: Params) -> int:
+    """How many training jobs of ``params`` the connected cluster holds at once (at least 1): its CPUs over one
+    job's ``ray.num_workers × ray.cpus_per_worker``, and its GPUs over one job's when the workers take GPUs."""
+    cfg, total = params.ray, ray.cluster_resources()
+    slots = int(total.get("CPU", 0) // (cfg.num_workers * cfg.cpus_per_worker))
+    if use_gpu(params):
+        slots = min(slots, int(total.get("GPU", 0) // cfg.num_workers))
+    return max(1, slots)
+
+
 def check_resources(params: Params) -> None:
     """Raise ConfigError unless the connected cluster has the CPUs (and GPUs) of one training job.
 

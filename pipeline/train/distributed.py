@@ -20,6 +20,7 @@ import contextlib
 import os
 import tempfile
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -223,6 +224,66 @@ def run_fold(
         for name in (BEST, LAST):
             atomic_write_bytes(Path(out_dir) / name, (Path(folder) / name).read_bytes())
     return result.return_value  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True)
+class FoldJob:
+    """One fold of a balancer as :func:`run_fold` trains it (its arguments besides params, balancer and data)."""
+
+    fold: int
+    out_dir: Path
+    run_name: str
+    epoch_callback: EpochCallback | None = None
+    system_metrics: NodeSystemMetrics | None = None
+
+
+def run_folds(params: Params, balancer: str, data_root: Path, jobs: Sequence[FoldJob]) -> dict[int, FoldResult]:
+    """Train every job with :func:`run_fold`, as many side by side as the cluster holds (:func:`cluster.job_slots`);
+    returns each fold's result.
+
+    A fold's result does not depend on what runs beside it: its workers' threads (one per CPU a worker takes), batches
+    and seeds are its own. Side by side, each fold's Train job is driven from a Ray task that takes no CPU (its workers
+    take them), as Tune drives its trials. The first job to fail cancels the others and its error is raised as its own
+    type (a :class:`~pipeline.errors.PipelineError` from :func:`run_fold`).
+    """
+    cluster.connect(params)
+    slots = min(len(jobs), cluster.job_slots(params))
+    if slots <= 1:
+        return {job.fold: _run_job(params, balancer, data_root, job) for job in jobs}
+    anywhere = params.model_copy(update={"ray": params.ray.model_copy(update={"storage_path": storage_path(params)})})
+    drive = ray.remote(num_cpus=0, max_retries=0)(_run_job)
+    waiting = list(jobs)
+    running: dict[ray.ObjectRef, int] = {}  # each job's driving task → its fold
+    results: dict[int, FoldResult] = {}
+    try:
+        while waiting or running:
+            while waiting and len(running) < slots:
+                job = waiting.pop(0)
+                absolute = FoldJob(
+                    job.fold, job.out_dir.resolve(), job.run_name, job.epoch_callback, job.system_metrics
+                )
+                running[drive.remote(anywhere, balancer, Path(data_root).resolve(), absolute)] = job.fold
+            (finished,), _ = ray.wait(list(running), num_returns=1)
+            results[running.pop(finished)] = ray.get(finished)
+    except ray.exceptions.RayTaskError as exc:
+        raise (exc.cause if isinstance(exc.cause, Exception) else exc) from None
+    finally:
+        for unfinished in running:
+            ray.cancel(unfinished, force=True)
+    return results
+
+
+def _run_job(params: Params, balancer: str, data_root: Path, job: FoldJob) -> FoldResult:
+    return run_fold(
+        params,
+        balancer,
+        job.fold,
+        data_root,
+        job.out_dir,
+        job.run_name,
+        epoch_callback=job.epoch_callback,
+        system_metrics=job.system_metrics,
+    )
 
 
 def storage_path(params: Params) -> str:

@@ -1,5 +1,8 @@
 """The ``train`` stage: one balancer, every configured fold, each fold a Ray Train job, tracked in MLflow.
 
+The folds' jobs run side by side when the cluster has room for several (:func:`pipeline.train.distributed.run_folds`);
+each fold's result is the same either way.
+
 Before any data is loaded it connects to the MLflow tracking store and to Ray (an unreachable
 server or address fails here). One MLflow parent run for the invocation, one child run per fold
 (per-epoch metrics streamed from the rank-0 worker, then test metrics, plots and the model). A fold's run
@@ -17,6 +20,7 @@ Outputs (the paths ``dvc.yaml`` declares):
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +43,7 @@ from pipeline.tracking.results import history_csv
 from pipeline.tracking.system import NodeSystemMetrics
 from pipeline.train import cluster
 from pipeline.train.checkpoint import BEST, read_checkpoint
-from pipeline.train.distributed import run_fold
+from pipeline.train.distributed import FoldJob, run_folds
 from pipeline.train.folds_file import FOLDS_FILE, FoldFigures, FoldsDocument
 from pipeline.train.identity import ray_run_name
 from pipeline.train.loop import FoldResult
@@ -53,39 +57,43 @@ def run(params: Params, balancer: str, data: Path, out_dir: Path, metrics_dir: P
     tasks = build_tasks(params)
     per_fold: dict[str, FoldFigures] = {}
     history: list[dict[str, Any]] = []
-    with stage_run(params, "train", balancer, data) as parent:  # connects to MLflow first
+    with stage_run(params, "train", balancer, data) as parent, contextlib.ExitStack() as fold_runs:
         cluster.connect(params)
         test = load_test(data)
-        for fold in params.folds:
-            fold_dir = Path(out_dir) / f"fold_{fold}"
-            with child_run(parent, balancer, fold, outage_s=params.tracking.outage_s) as run_id:
-                logger = EpochLogger(tracking_uri(params), run_id)
-                result = run_fold(
-                    params,
-                    balancer,
-                    fold,
-                    data,
-                    fold_dir,
-                    ray_run_name(params, balancer, fold),
-                    epoch_callback=EpochReporter(logger, balancer),
-                    system_metrics=NodeSystemMetrics(tracking_uri(params), run_id)
-                    if params.tracking.system_metrics
-                    else None,
-                )
-                logger.finish(result.history, params.tracking.outage_s)  # what the workers could not deliver
-                model = balancer_class(balancer).build_network(params, tasks)
-                model.load_state_dict(read_checkpoint(fold_dir / BEST)["model"])
-                test_metrics = evaluate_on_driver(params, model, tasks, test)
-                example = to_tensors(test.read([0]), torch.device("cpu"))["image"]
-                log_fold_result(
-                    run_id,
-                    result,
-                    model,
-                    example,
-                    test_metrics,
-                    outage_s=params.tracking.outage_s,
-                    log_model=params.tracking.log_models,
-                )
+        run_ids = {
+            fold: fold_runs.enter_context(child_run(parent, balancer, fold, outage_s=params.tracking.outage_s))
+            for fold in params.folds
+        }
+        loggers = {fold: EpochLogger(tracking_uri(params), run_id) for fold, run_id in run_ids.items()}
+        jobs = [
+            FoldJob(
+                fold,
+                Path(out_dir) / f"fold_{fold}",
+                ray_run_name(params, balancer, fold),
+                epoch_callback=EpochReporter(loggers[fold], balancer),
+                system_metrics=NodeSystemMetrics(tracking_uri(params), run_ids[fold])
+                if params.tracking.system_metrics
+                else None,
+            )
+            for fold in params.folds
+        ]
+        results = run_folds(params, balancer, data, jobs)  # side by side where the cluster has room
+        for job in jobs:
+            fold, result = job.fold, results[job.fold]
+            loggers[fold].finish(result.history, params.tracking.outage_s)  # what the workers could not deliver
+            model = balancer_class(balancer).build_network(params, tasks)
+            model.load_state_dict(read_checkpoint(job.out_dir / BEST)["model"])
+            test_metrics = evaluate_on_driver(params, model, tasks, test)
+            example = to_tensors(test.read([0]), torch.device("cpu"))["image"]
+            log_fold_result(
+                run_ids[fold],
+                result,
+                model,
+                example,
+                test_metrics,
+                outage_s=params.tracking.outage_s,
+                log_model=params.tracking.log_models,
+            )
             per_fold[f"fold_{fold}"] = fold_summary(result, test_metrics)
             history.extend(result.history)
     return write_metrics(tasks, balancer, per_fold, history, test, Path(metrics_dir))

@@ -1,5 +1,6 @@
 """Ray Train on a real local cluster: two workers compute what one worker with two accumulation steps
-computes, with identical weights on every rank; a killed worker and an interrupted driver both resume
+computes, with identical weights on every rank; folds trained side by side end exactly as folds trained one after
+the other; a killed worker and an interrupted driver both resume
 from the last checkpoint and end where an uninterrupted run ends; bad cluster settings fail fast."""
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from pipeline.errors import ConfigError, PipelineError
 from pipeline.tasks import build_tasks
 from pipeline.train import cluster
 from pipeline.train.checkpoint import BEST, LAST
-from pipeline.train.distributed import TorchComm, run_fold
+from pipeline.train.distributed import FoldJob, TorchComm, run_fold, run_folds
 from pipeline.train.loop import Trainer
 from tests.conftest import build_data, tiny_params
 from tests.ray_cluster import free_port
@@ -58,6 +59,49 @@ class EpochLog:
 
     def epochs(self) -> list[int]:
         return [int(line) for line in Path(self.path).read_text().split()] if Path(self.path).exists() else []
+
+
+@dataclass(frozen=True)
+class EpochClock:
+    """A picklable epoch callback that appends ``<fold> <epoch> <wall-clock time>`` to a file."""
+
+    path: str
+    fold: int
+
+    def __call__(self, record: dict[str, Any]) -> None:
+        with open(self.path, "a") as fh:
+            fh.write(f"{self.fold} {record['epoch']} {time.time()}\n")
+
+
+def test_folds_side_by_side_end_bit_identical_to_folds_one_after_the_other(on_cluster, tiny_data, tmp_path):
+    params = small_params(ray={"storage_path": str(tmp_path / "ray_results")})
+    cluster.connect(params)
+    assert cluster.job_slots(params) == 2  # the session cluster's 2 CPUs hold two 1-CPU jobs
+    clock = tmp_path / "epochs.txt"
+    jobs = [FoldJob(f, tmp_path / "side" / f"fold_{f}", f"side-{f}", EpochClock(str(clock), f)) for f in (0, 1)]
+    side_by_side = run_folds(params, "dwa", tiny_data, jobs)
+
+    stamps = [line.split() for line in clock.read_text().splitlines()]
+    ends = {f: [float(t) for fold, _, t in stamps if int(fold) == f] for f in (0, 1)}
+    assert min(ends[1]) < max(ends[0]) and min(ends[0]) < max(ends[1]), "the folds did not overlap"
+    for job in jobs:
+        alone = run_fold(
+            params, "dwa", job.fold, tiny_data, tmp_path / "alone" / f"fold_{job.fold}", f"alone-{job.fold}"
+        )
+        np.testing.assert_equal(side_by_side[job.fold].history, alone.history)
+        for name in (BEST, LAST):
+            side_state = torch.load(job.out_dir / name, weights_only=True)["model"]
+            alone_state = torch.load(tmp_path / "alone" / f"fold_{job.fold}" / name, weights_only=True)["model"]
+            assert side_state.keys() == alone_state.keys()
+            assert all(torch.equal(side_state[k], alone_state[k]) for k in side_state), (job.fold, name)
+
+
+def test_a_failing_fold_fails_the_folds_beside_it_with_its_own_error(on_cluster, tmp_path):
+    params = small_params(ray={"storage_path": str(tmp_path / "ray_results")})
+    jobs = [FoldJob(f, tmp_path / f"fold_{f}", f"missing-{f}") for f in (0, 1)]
+    with pytest.raises(PipelineError, match="missing") as error:
+        run_folds(params, "dwa", tmp_path / "no_such_data", jobs)
+    assert not isinstance(error.value, ray.exceptions.RayTaskError)
 
 
 # ---------------------------------------------------------------- equivalence
