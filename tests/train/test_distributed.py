@@ -18,6 +18,7 @@ import ray.train.torch
 import torch
 
 from pipeline.balancers import balancer_classes
+from pipeline.bench.distributed import EpochClock
 from pipeline.config import deep_merge, parse_params
 from pipeline.data.folds import load_fold
 from pipeline.errors import ConfigError, PipelineError
@@ -61,28 +62,15 @@ class EpochLog:
         return [int(line) for line in Path(self.path).read_text().split()] if Path(self.path).exists() else []
 
 
-@dataclass(frozen=True)
-class EpochClock:
-    """A picklable epoch callback that appends ``<fold> <epoch> <wall-clock time>`` to a file."""
-
-    path: str
-    fold: int
-
-    def __call__(self, record: dict[str, Any]) -> None:
-        with open(self.path, "a") as fh:
-            fh.write(f"{self.fold} {record['epoch']} {time.time()}\n")
-
-
 def test_folds_side_by_side_end_bit_identical_to_folds_one_after_the_other(on_cluster, tiny_data, tmp_path):
     params = small_params(ray={"storage_path": str(tmp_path / "ray_results")})
     cluster.connect(params)
     assert cluster.job_slots(params) == 2  # the session cluster's 2 CPUs hold two 1-CPU jobs
-    clock = tmp_path / "epochs.txt"
-    jobs = [FoldJob(f, tmp_path / "side" / f"fold_{f}", f"side-{f}", EpochClock(str(clock), f)) for f in (0, 1)]
+    clocks = {f: tmp_path / f"epochs_{f}.txt" for f in (0, 1)}  # each epoch's end, time.monotonic()
+    jobs = [FoldJob(f, tmp_path / "side" / f"fold_{f}", f"side-{f}", EpochClock(str(clocks[f]))) for f in (0, 1)]
     side_by_side = run_folds(params, "dwa", tiny_data, jobs)
 
-    stamps = [line.split() for line in clock.read_text().splitlines()]
-    ends = {f: [float(t) for fold, _, t in stamps if int(fold) == f] for f in (0, 1)}
+    ends = {f: [float(t) for t in clocks[f].read_text().split()] for f in (0, 1)}
     assert min(ends[1]) < max(ends[0]) and min(ends[0]) < max(ends[1]), "the folds did not overlap"
     for job in jobs:
         alone = run_fold(
