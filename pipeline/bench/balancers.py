@@ -1,4 +1,4 @@
-"""Balancer overhead: step time and peak memory of every balancer relative to ``equal``.
+"""Balancer overhead: step time and peak memory of every balancer (and STL, MT-CooL) relative to ``equal``.
 
 Every balancer trains its own copy of the same initial model on the same fixed batches. Timing:
 after warm-up, one optimiser step of each balancer per round, the order rotated every round, and
@@ -185,12 +185,13 @@ def run(
     image_size: int | None = None,
     memory_rounds: int = 3,
 ) -> dict[str, Any]:
-    """Step time and peak memory of every balancer of ``train.balancers`` and their ratios to ``equal``.
+    """Step time and peak memory of every method of ``train.balancers``, and of STL (the baseline MT-CooL's networks
+per task are measured against) whether listed or not, and their ratios to ``equal``.
 
     ``params_path`` holds ``params`` for the CPU memory subprocesses; with ``memory_rounds = 0`` on the CPU
     memory is not measured (``peak_memory_mib`` and its ratio are None) and no path is needed.
     """
-    balancers = ("equal",) + tuple(b for b in params.train.balancers if b != "equal")
+    balancers = tuple(dict.fromkeys(("equal", *params.train.balancers, "stl")))
     device = select_device(params.train.device)
     image_size = image_size or default_image_size(device)
     times = measure_step_times(params, balancers, steps, batch_size, image_size)
