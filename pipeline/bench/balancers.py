@@ -186,10 +186,10 @@ def run(
     memory_rounds: int = 3,
 ) -> dict[str, Any]:
     """Step time and peak memory of every method of ``train.balancers``, and of STL (the baseline MT-CooL's networks
-per task are measured against) whether listed or not, and their ratios to ``equal``.
+    per task are measured against) whether listed or not, and their ratios to ``equal``.
 
-    ``params_path`` holds ``params`` for the CPU memory subprocesses; with ``memory_rounds = 0`` on the CPU
-    memory is not measured (``peak_memory_mib`` and its ratio are None) and no path is needed.
+        ``params_path`` holds ``params`` for the CPU memory subprocesses; with ``memory_rounds = 0`` on the CPU
+        memory is not measured (``peak_memory_mib`` and its ratio are None) and no path is needed.
     """
     balancers = tuple(dict.fromkeys(("equal", *params.train.balancers, "stl")))
     device = select_device(params.train.device)

@@ -5,7 +5,8 @@ Fusion happens at the layers the backbone names for the chosen level (:attr:`Mul
 bottleneck, or every encoder scale (each a skip the decoder reads). The features a network *offers* the others are
 those layers' outputs in a pass in which it reads nobody else's (:meth:`CooperativeModels.offered`); that keeps the
 exchange acyclic at every scale, and at the bottleneck it is the feature the network's fused pass computes too. The
-offering pass stops at the deepest fusion layer: what follows it is not needed.
+offering pass stops at the deepest fusion layer (what follows it is not needed), except under ``torch.export``
+(MLflow's ``pt2`` model logging), which traces the whole pass and leaves the unused rest out of the graph.
 
 ``concat`` joins the K features of a layer along channels and maps them back to the layer's channels with a 1x1
 convolution that starts as the identity on the network's own channels and zero on the others' (training starts
@@ -136,8 +137,8 @@ class CooperativeModels(SeparateTaskModels):
 
         def take(i: int, output: torch.Tensor) -> None:
             taken[i] = output
-            if len(taken) == len(self.layers):
-                raise _Offered
+            if len(taken) == len(self.layers) and not torch.compiler.is_exporting():
+                raise _Offered  # torch.export cannot trace an exception out of a module: it runs the rest, unused
 
         with self._hooked(task, take), contextlib.suppress(_Offered):
             self.networks[task](x)

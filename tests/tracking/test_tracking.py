@@ -22,6 +22,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
+from pipeline.balancers import balancer_class
 from pipeline.errors import PipelineError
 from pipeline.models import build_model
 from pipeline.tasks import build_tasks
@@ -302,3 +303,26 @@ def test_plots_draw_one_line_per_task_and_the_temperature(dwa_like):
     losses = val_loss_figure(records)
     assert [line.get_label() for line in losses.axes[0].get_lines()] == list(TASKS)
     assert list(losses.axes[0].get_lines()[1].get_ydata()) == [r["val_loss/diagnosis"] for r in records]
+
+
+@pytest.mark.parametrize("method", ["stl", "mtcool"])
+def test_a_network_of_every_method_is_logged_and_loads_back_predicting_the_same(tmp_path, method):
+    with isolated_mlflow():
+        params = tiny_params(
+            model={"width": 8},
+            tracking={"uri": f"sqlite:///{tmp_path}/mlflow.db", "experiment": "methods", "system_metrics": False},
+        )
+        model = balancer_class(method).build_network(params, build_tasks(params)).eval()
+        example = torch.randn(1, params.data.channels, params.data.image_size, params.data.image_size)
+        result = FoldResult(history(dwa_like=False), best_epoch=0, best_val_loss=0.3, val_metrics={})
+        with (
+            stage_run(params, "train", method, fake_data_root(tmp_path / "data")) as parent,
+            child_run(parent, method, 0, outage_s=OUTAGE_S) as run_id,
+        ):
+            log_fold_result(run_id, result, model, example, {}, outage_s=OUTAGE_S, log_model=True)
+        loaded = mlflow.pytorch.load_model(f"runs:/{run_id}/model")
+        batch = torch.randn(3, *example.shape[1:])
+        with torch.no_grad():
+            expected, got = model(batch), loaded(batch)
+        for task in TASKS:
+            torch.testing.assert_close(got[task], expected[task])
