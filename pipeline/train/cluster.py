@@ -10,6 +10,13 @@ creates ``~/.ray/auth_token`` when no token exists; we keep that default (Ray's 
 interface, so an unauthenticated cluster would run code for anyone who can reach it). To join an
 existing cluster that uses tokens, set ``RAY_AUTH_MODE=token`` and ``RAY_AUTH_TOKEN`` (a secret, never
 logged) or ``RAY_AUTH_TOKEN_PATH``: Ray reads them itself.
+
+Priority: Ray starts its task and actor processes at niceness 15 (``RAY_worker_niceness``), below its own
+daemons, so that a node's control plane stays responsive under load. In this pipeline the workers *are* the
+work: at niceness 15 a training worker gets about 1/28 of a core whenever a niceness-0 process (the driver,
+Ray's dashboard agent, a second job) wants the same core, and a stalled intra-op thread stalls every parallel
+region of the step. The job therefore asks for its workers at niceness 0 (:data:`JOB_RUNTIME_ENV`), the
+priority of the in-process run it replaces (README: Benchmarks).
 """
 
 from __future__ import annotations
@@ -26,6 +33,8 @@ from pipeline.logs import ray_log_level
 
 PROBE_TIMEOUT_S = 5.0
 DEFAULT_GCS_PORT = 6379
+JOB_RUNTIME_ENV = {"env_vars": {"RAY_worker_niceness": "0"}}
+"""The runtime environment of this driver's job: its tasks and actors (Train workers, Tune trials) at niceness 0."""
 _SEARCHED_ADDRESSES = ("auto", "local")  # Ray resolves these itself; there is no host:port to probe
 
 
@@ -41,13 +50,21 @@ def connect(params: Params) -> None:
         if address is None:
             # The dashboard (loopback only) serves the state API that Ray Train's placement-group cleaner
             # polls every second: without it, each poll logs a warning (thousands of lines per stage).
-            ray.init(include_dashboard=True, logging_config=ray.LoggingConfig(log_level=ray_log_level()))
+            ray.init(
+                include_dashboard=True,
+                runtime_env=JOB_RUNTIME_ENV,
+                logging_config=ray.LoggingConfig(log_level=ray_log_level()),
+            )
         else:
             source = "ray.address" if params.ray.address else "$RAY_ADDRESS"
             if address not in _SEARCHED_ADDRESSES:
                 _probe(address, source)
             try:
-                ray.init(address=address, logging_config=ray.LoggingConfig(log_level=ray_log_level()))
+                ray.init(
+                    address=address,
+                    runtime_env=JOB_RUNTIME_ENV,
+                    logging_config=ray.LoggingConfig(log_level=ray_log_level()),
+                )
             except (ConnectionError, RuntimeError, ray.exceptions.RayError) as exc:
                 raise PipelineError(f"{source} = {address!r}: cannot connect to the Ray cluster: {exc}") from None
     check_resources(params)

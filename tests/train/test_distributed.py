@@ -5,6 +5,7 @@ from the last checkpoint and end where an uninterrupted run ends; bad cluster se
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,6 +61,23 @@ class EpochLog:
 
     def epochs(self) -> list[int]:
         return [int(line) for line in Path(self.path).read_text().split()] if Path(self.path).exists() else []
+
+
+def test_the_jobs_tasks_and_actors_run_at_the_priority_of_an_in_process_run(on_cluster):
+    cluster.connect(small_params())
+
+    @ray.remote(num_cpus=0)
+    def niceness() -> int:
+        return os.nice(0)
+
+    @ray.remote(num_cpus=0)
+    class Worker:
+        def niceness(self) -> int:
+            return os.nice(0)
+
+    # Ray's own default for worker processes is 15: a training worker would yield to every idle-priority process
+    assert ray.get(niceness.remote()) == 0
+    assert ray.get(Worker.remote().niceness.remote()) == 0
 
 
 def test_folds_side_by_side_end_bit_identical_to_folds_one_after_the_other(on_cluster, tiny_data, tmp_path):
