@@ -153,6 +153,16 @@ COMMANDS = (
         ),
     ),
     Command(
+        "compare-runs",
+        "pipeline.evaluate.runs_compared",
+        "two runs' test figures per balancer, paired image by image (e.g. float32 against bf16)",
+        (
+            option("reference", type=Path, help="reports folder (or workspace) of the reference run"),
+            option("candidate", type=Path, help="reports folder (or workspace) of the run compared with it"),
+        ),
+        takes_params=False,
+    ),
+    Command(
         "evaluate",
         "pipeline.evaluate.evaluate",
         "every balancer's fold models on the test split, with paired tests against equal",

@@ -215,10 +215,14 @@ class TrainParams(_Strict):
     plateau_patience: int = Field(5, ge=0)
     num_threads: int = Field(0, ge=0, description="torch intra-op threads; 0 = torch default")
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    amp: Literal["off", "bf16", "fp16"] = Field(
-        "off", description="mixed precision of the forward pass (see pipeline/runtime/compute_format.py)"
+    amp: Literal["auto", "off", "bf16", "fp16"] = Field(
+        "auto",
+        description="mixed precision of the forward pass; auto = bf16 where the hardware has it natively, else off "
+        "(see pipeline/runtime/compute_format.py)",
     )
-    channels_last: bool = Field(False, description="NHWC weights and images (fastest cuDNN/oneDNN kernels)")
+    channels_last: bool | Literal["auto"] = Field(
+        "auto", description="NHWC weights and images (fastest cuDNN/oneDNN kernels); auto = on when amp runs bf16"
+    )
     deterministic: bool = Field(
         False,
         description="CUDA: deterministic algorithms only (no cuDNN autotuning, no TF32); the CPU is deterministic anyway",

@@ -3,9 +3,8 @@
 Checks, each recorded in the JSON summary (``reports/gpu_check.json``) with ``passed`` and ``error``:
 
 1. ``environment`` (information only): torch, CUDA, cuDNN and NCCL versions, the device and its compute
-   capability, whether bf16 is native (compute capability ≥ 8.0; on the CPU only the capability string
-   and oneDNN are reported) and the ``precision`` the training check uses: ``bf16`` where native on
-   CUDA, else ``off`` (float32).
+   capability, whether bf16 is native (compute capability ≥ 8.0 on CUDA; AVX-512 BF16 or AMX on the CPU) and the
+   ``precision`` the training check uses: ``train.amp = auto``'s choice, ``bf16`` where native, else ``off`` (float32).
 2. ``distributed``: a one-rank ``torch.distributed`` group on loopback (TCP on 127.0.0.1, a free port;
    NCCL on CUDA, gloo on the CPU) all-reduces a tensor on the device; the value is checked.
 3. ``training``: every balancer and ``stl`` trains with the production :class:`~pipeline.train.loop.Trainer`
@@ -50,7 +49,7 @@ from pipeline.data.folds import ArraySet, FoldData
 from pipeline.errors import ConfigError, PipelineError
 from pipeline.registry.predictor import image_prediction
 from pipeline.registry.pyfunc import MultiTaskPyfunc, model_config, model_params
-from pipeline.runtime.compute_format import NATIVE_BF16_CAPABILITY
+from pipeline.runtime.compute_format import native_bf16, resolve_amp, resolve_channels_last
 from pipeline.runtime.device import select_device, to_tensors
 from pipeline.tasks import Task, build_tasks
 from pipeline.train.checkpoint import save_checkpoint
@@ -96,14 +95,6 @@ def check_device(preference: str) -> torch.device:
     return select_device(preference)
 
 
-def native_bf16(device: torch.device) -> bool | None:
-    """Whether ``device`` computes bf16 natively: CUDA compute capability ≥ :data:`NATIVE_BF16_CAPABILITY`
-    (8.0); None (not judged) on the CPU."""
-    if device.type != "cuda":
-        return None
-    return torch.cuda.get_device_capability(device) >= NATIVE_BF16_CAPABILITY
-
-
 def environment(device: torch.device) -> dict[str, Any]:
     """Versions, the device and the precision the training check uses (see the module docstring)."""
     cuda = device.type == "cuda"
@@ -121,7 +112,7 @@ def environment(device: torch.device) -> dict[str, Any]:
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "mkldnn_available": torch.backends.mkldnn.is_available(),
         "torch_threads": torch.get_num_threads(),
-        "precision": "bf16" if native_bf16(device) else "off",
+        "precision": resolve_amp("auto", device),
     }
 
 
@@ -256,8 +247,8 @@ def training(params: Params, device: torch.device) -> dict[str, Any]:
         "trainer_steps": EPOCHS * size.steps_per_epoch,
         "steps": cost.get("steps"),
         "torch_threads": cost.get("torch_threads"),
-        "precision": params.train.amp,
-        "channels_last": params.train.channels_last,
+        "precision": (amp := resolve_amp(params.train.amp, device)),
+        "channels_last": resolve_channels_last(params.train.channels_last, amp),
         "memory_measured": device.type == "cuda",
         "balancers": per,
         "paper_table_iii": PAPER_TABLE_III,

@@ -22,13 +22,14 @@ import torch
 
 from pipeline import paths
 from pipeline.atomic import atomic_write_json
-from pipeline.bench import PARTS, balancers, distributed, formats, input_path, scaling
+from pipeline.bench import PARTS, balancers, distributed, formats, input_path, precision, scaling
 from pipeline.config import Params
 from pipeline.data.build import build_data_root
 
 MODULES = {
     "balancers": balancers,
     "formats": formats,
+    "precision": precision,
     "input": input_path,
     "distributed": distributed,
     "scaling": scaling,
@@ -53,6 +54,13 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             if name in per:
                 check(f"balancers.{name}.time_ratio_vs_equal", per[name]["time_ratio_vs_equal"], "<=", 1.02)
                 check(f"balancers.{name}.memory_ratio_vs_equal", per[name]["memory_ratio_vs_equal"], "<=", 1.02)
+    if "precision" in results:
+        for metric, delta in results["precision"]["max_abs_delta"].items():
+            check(f"precision.bf16_max_abs_delta.{metric}", delta, "<=", results["precision"]["seed_spread"][metric])
+    if "distributed" in results:
+        check(
+            "distributed.ray_1_worker_vs_in_process", results["distributed"]["ray_1_worker_vs_in_process"], "<=", 1.10
+        )
     if "input" in results:
         check("input.loader.loader_headroom", results["input"]["loader"]["loader_headroom"], ">=", 3.0)
         check("input.augment.stage_vs_bare", results["input"]["augment"]["stage_vs_bare"], ">=", 0.8)
@@ -90,7 +98,7 @@ def run(
     work = Path(tempfile.mkdtemp(prefix="mtl-bench-"))
     try:
         data_root = work / "data"  # built only for the parts that read data
-        if {"input", "distributed"} & set(parts):
+        if {"precision", "input", "distributed"} & set(parts):
             build_data_root(params, data_root)
         for part in (p for p in PARTS if p in parts):
             t = time.perf_counter()
@@ -100,6 +108,10 @@ def run(
                 )
             elif part == "formats":
                 results[part] = formats.run(params, **({"steps": 2} if quick else {}))
+            elif part == "precision":
+                results[part] = precision.run(
+                    params, data_root, epochs=1 if quick else None, balancers=("equal",) if quick else None
+                )
             elif part == "input":
                 results[part] = input_path.run(
                     params, data_root, **({"rounds": 2, "augment_rounds": 1} if quick else {})

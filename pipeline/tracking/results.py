@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import mlflow.pytorch
 import torch
+from mlflow.entities import RunTag
 from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 
@@ -60,7 +61,11 @@ def log_fold_result(
         **{f"efficiency/{k}": v for k, v in result.efficiency.items()},
     }
     metrics = numeric_metrics(summary, step=result.best_epoch)
-    call(lambda: client.log_batch(run_id, metrics=metrics), what=f"logging the summary metrics of run {run_id}")
+    tags = [RunTag("compute_format", result.compute_format)] if result.compute_format else []
+    call(
+        lambda: client.log_batch(run_id, metrics=metrics, tags=tags),
+        what=f"logging the summary metrics of run {run_id}",
+    )
     table = history_csv(result.history)
     call(lambda: client.log_text(run_id, table, "history.csv"), what=f"logging history.csv to run {run_id}")
     for figure, artifact in (

@@ -58,7 +58,8 @@ class FoldResult:
 
     ``history``: one record per epoch (see :meth:`Trainer._epoch_record`); ``val_metrics``: the
     validation metrics ``{task: {metric: value}}`` of the best epoch; ``efficiency``: trainable parameters, peak memory
-    (MiB), median/longest step time (ms) and longest epoch time (s).
+    (MiB), median/longest step time (ms) and longest epoch time (s); ``compute_format``: the precision and layout it
+    trained in, ``train.amp``/``train.channels_last`` resolved on the training device (:meth:`ComputeFormat.describe`).
     """
 
     history: list[dict[str, Any]]
@@ -66,6 +67,7 @@ class FoldResult:
     best_val_loss: float
     val_metrics: dict[str, dict[str, float]]
     efficiency: dict[str, float] = field(default_factory=dict)
+    compute_format: str = ""
 
 
 def target_counts(tasks: tuple[Task, ...], source: ArraySet, where: str, chunk: int = 512) -> dict[str, np.ndarray]:
@@ -235,6 +237,7 @@ class Trainer:
             best_val_loss=self.stopper.best,
             val_metrics=self.best_val_metrics,
             efficiency={**self.timer.summary(), **self.memory.summary(), "parameters": parameter_count(self.model)},
+            compute_format=self.compute.describe(),
         )
 
     def _run_epoch(self, epoch: int, on_step: StepCallback | None) -> dict[str, Any]:

@@ -6,7 +6,7 @@ these tests check the measuring, on the tiny profile with the fewest rounds.
 
 import pytest
 
-from pipeline.bench import distributed, formats, input_path, scaling, suite, timing
+from pipeline.bench import distributed, formats, input_path, precision, scaling, suite, timing
 from pipeline.data.preprocess import open_arrays
 from tests.conftest import tiny_params
 
@@ -39,6 +39,8 @@ def test_targets_flag_a_missed_figure_and_keep_the_met_ones():
             }
         },
         "input": {"loader": {"loader_headroom": 2.0}, "augment": {"stage_vs_bare": 0.9}},
+        "precision": {"max_abs_delta": {"dice": 0.01, "accuracy": 0.2}, "seed_spread": {"dice": 0.03, "accuracy": 0.1}},
+        "distributed": {"ray_1_worker_vs_in_process": 1.05},
     }
     met = {t["figure"]: t["met"] for t in suite.targets(results)}
     assert met == {
@@ -48,6 +50,9 @@ def test_targets_flag_a_missed_figure_and_keep_the_met_ones():
         "balancers.dwa.memory_ratio_vs_equal": True,
         "input.loader.loader_headroom": False,
         "input.augment.stage_vs_bare": True,
+        "precision.bf16_max_abs_delta.dice": True,
+        "precision.bf16_max_abs_delta.accuracy": False,
+        "distributed.ray_1_worker_vs_in_process": True,
     }
 
 
@@ -92,3 +97,15 @@ def test_every_precision_and_layout_is_timed_against_float32():
     assert set(results["step_ms_median"]) == set(formats.FORMATS)  # fp16 only on CUDA
     assert results["time_ratio_vs_float32"]["float32"] == 1.0
     assert all(ms > 0 for ms in results["step_ms_median"].values())
+
+
+def test_bf16_is_compared_with_float32_on_the_same_test_images_per_balancer_and_task(tiny_data):
+    results = precision.run(tiny_params(), tiny_data, epochs=1, balancers=("equal", "dwa"))
+    assert set(results["balancers"]) == {"equal", "dwa"}
+    for per_task in results["balancers"].values():
+        assert set(per_task) == {"lesion", "diagnosis"}
+        for r in per_task.values():
+            assert r["delta"] == pytest.approx(r["bf16"] - r["float32"]) and 0.0 <= r["p_value"] <= 1.0
+    deltas = [abs(r["delta"]) for per_task in results["balancers"].values() for r in per_task.values()]
+    assert max(results["max_abs_delta"].values()) == pytest.approx(max(deltas))
+    assert set(results["max_abs_delta"]) == set(results["seed_spread"]) == {"dice", "accuracy"}

@@ -103,11 +103,12 @@ def test_predict_gives_every_task_its_shape_for_the_multi_task_and_stl_models(cp
 
 
 @pytest.mark.slow
-def test_the_cpu_run_reports_float32_prints_every_check_and_removes_its_checkpoints(cpu_check):
+def test_the_cpu_run_reports_its_auto_precision_prints_every_check_and_removes_its_checkpoints(cpu_check):
     results, printed, folder = cpu_check
     env = results["environment"]
-    assert env["device"] == "cpu" and env["precision"] == "off" and env["torch"] == torch.__version__
-    assert results["training"]["precision"] == "off"
+    expected = "bf16" if env["bf16_native"] else "off"  # train.amp = auto on this CPU
+    assert env["device"] == "cpu" and env["precision"] == expected and env["torch"] == torch.__version__
+    assert results["training"]["precision"] == expected
     for line in ("gpu-check on cpu", "distributed: passed", "training: passed", "predict: passed (stl"):
         assert line in printed, line
     assert (folder / "gpu_check.json").exists() and not list(folder.glob("mtl-gpu-check-*"))  # checkpoints gone

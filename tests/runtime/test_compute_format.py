@@ -57,8 +57,30 @@ def test_channels_last_computes_what_the_contiguous_layout_computes(tiny_data):
     torch.testing.assert_close(nhwc, contiguous, rtol=1e-5, atol=1e-6)  # same weights, same losses
 
 
+@pytest.mark.parametrize(
+    ("avx512_bf16", "amx", "expected"),
+    [(True, False, "bf16"), (False, True, "bf16"), (True, True, "bf16"), (False, False, "off")],
+)
+def test_auto_runs_bf16_channels_last_exactly_on_cpus_with_bf16_instructions(monkeypatch, avx512_bf16, amx, expected):
+    # The CPU's instruction sets are the input of the rule; this machine has one answer, so they are set here.
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    compute = ComputeFormat("auto", "auto", torch.device("cpu"))
+    assert compute.amp == expected
+    assert (compute.memory_format is torch.channels_last) == (expected == "bf16")
+    assert compute.describe() == ("bf16, channels-last" if expected == "bf16" else "float32, contiguous")
+    assert ComputeFormat("auto", False, torch.device("cpu")).memory_format is torch.contiguous_format  # explicit wins
+
+
+def test_the_default_params_ask_for_auto_and_the_fold_result_names_what_ran(tiny_data):
+    defaults = parse_params({}, "defaults").train
+    assert (defaults.amp, defaults.channels_last) == ("auto", "auto")
+    _, result = _fit(tiny_data, amp="auto", channels_last="auto", epochs=1)
+    assert result.compute_format == ComputeFormat("auto", "auto", torch.device("cpu")).describe()
+
+
 def test_unknown_precision_is_refused_with_the_allowed_values():
-    with pytest.raises(ConfigError, match="off, bf16, fp16"):
+    with pytest.raises(ConfigError, match="auto, off, bf16, fp16"):
         ComputeFormat("fp8", False, torch.device("cpu"))
     with pytest.raises(ConfigError, match="amp"):
         tiny_params(train={"amp": "fp8"})
