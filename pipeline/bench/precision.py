@@ -14,6 +14,7 @@ there): the decision rule of ``train.amp = auto``.
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from pipeline.atomic import atomic_write_json
 from pipeline.config import Params, deep_merge, parse_params
+from pipeline.data.build import build_data_root
 from pipeline.data.folds import ArraySet, FoldData, load_fold, load_test
 from pipeline.evaluate.inference import ModelPass, model_pass
 from pipeline.evaluate.statistics import mcnemar_exact, wilcoxon_dice
@@ -39,38 +42,78 @@ SEED_SPREAD = {"dice": 0.031, "accuracy": 0.104}
 HEADLINE = {"binary_segmentation": "dice", "multiclass_segmentation": "dice", "classification": "accuracy"}
 
 
+def command(params: Params, seeds: Sequence[int] | None, balancers: Sequence[str] | None, out: Path) -> dict[str, Any]:
+    """``mtl-pipeline precision``: :func:`run` on a data root of ``params`` built in a temporary folder by the real
+    data stages, for every training seed of ``seeds``; prints :func:`table` and writes the results to ``out``."""
+    with tempfile.TemporaryDirectory(prefix="mtl-precision-") as work:
+        data_root = build_data_root(params, Path(work) / "data")
+        results = run(params, data_root, balancers=balancers, seeds=seeds)
+    print("\n".join(table(results)))
+    atomic_write_json(out, results)
+    return results
+
+
 def run(
     params: Params,
     data_root: Path,
     fold: int = 0,
     epochs: int | None = None,
     balancers: Sequence[str] | None = None,
+    seeds: Sequence[int] | None = None,
 ) -> dict[str, Any]:
-    """Train each of ``balancers`` (default ``train.balancers``) on ``fold`` of ``data_root`` in both :data:`FORMATS`
-    (``epochs``: default ``train.epochs``) and compare their test figures per image; returns per balancer and task
-    the paired test, and ``max_abs_delta`` per headline metric."""
+    """Train each of ``balancers`` (default ``train.balancers``) with each training seed of ``seeds`` (default: the
+    params' ``seed``) on ``fold`` of ``data_root`` in both :data:`FORMATS` (``epochs``: default ``train.epochs``) and
+    compare their test figures per image.
+
+    Returns ``runs`` (per balancer and seed, per task the paired comparison), and per headline metric
+    ``max_abs_delta`` and ``mean_delta`` over the runs and ``seed_spread``: with several seeds, what they move the
+    float32 figure, measured here (the range over the seeds, averaged over the balancers); with one, :data:`SEED_SPREAD`.
+    """
     tasks = build_tasks(params)
     data, test = load_fold(data_root, fold), load_test(data_root)
-    per_balancer: dict[str, dict[str, Any]] = {}
+    seeds = tuple(seeds or (params.seed,))
+    runs: list[dict[str, Any]] = []
     for balancer in balancers or params.train.balancers:
-        passes = {
-            name: _train_and_score(params, tasks, balancer, data, test, fold, fmt, epochs)
-            for name, fmt in FORMATS.items()
-        }
-        per_balancer[balancer] = {t.name: paired(t, passes["bf16"], passes["float32"]) for t in tasks}
-    signed: dict[str, list[float]] = {}
-    for task in tasks:
-        signed.setdefault(HEADLINE[task.kind], []).extend(r[task.name]["delta"] for r in per_balancer.values())
-    deltas = {metric: max(abs(d) for d in values) for metric, values in signed.items()}
+        for seed in seeds:
+            seeded = params.model_copy(update={"seed": seed})
+            passes = {
+                name: _train_and_score(seeded, tasks, balancer, data, test, fold, fmt, epochs)
+                for name, fmt in FORMATS.items()
+            }
+            runs.append(
+                {
+                    "balancer": balancer,
+                    "seed": seed,
+                    "tasks": {t.name: paired(t, passes["bf16"], passes["float32"]) for t in tasks},
+                }
+            )
+    deltas: dict[str, list[float]] = {}
+    for r in runs:
+        for figures in r["tasks"].values():
+            deltas.setdefault(figures["metric"], []).append(figures["delta"])
     return {
         "fold": fold,
         "epochs": epochs or params.train.epochs,
         "test_images": len(test),
-        "balancers": per_balancer,
-        "max_abs_delta": deltas,
-        "mean_delta": {metric: float(np.mean(values)) for metric, values in signed.items()},
-        "seed_spread": {m: SEED_SPREAD[m] for m in deltas},
+        "seeds": list(seeds),
+        "runs": runs,
+        "max_abs_delta": {metric: max(abs(d) for d in values) for metric, values in deltas.items()},
+        "mean_delta": {metric: float(np.mean(values)) for metric, values in deltas.items()},
+        "seed_spread": seed_spread(runs) if len(seeds) > 1 else {m: SEED_SPREAD[m] for m in deltas},
+        "seed_spread_source": "measured" if len(seeds) > 1 else "README: Reproducibility (make seeds)",
     }
+
+
+def seed_spread(runs: list[dict[str, Any]]) -> dict[str, float]:
+    """Per headline metric, the range of each balancer's float32 figure over its seeds, averaged over balancers."""
+    figures: dict[tuple[str, str, str], list[float]] = {}  # (balancer, task, metric) → float32 figure per seed
+    for r in runs:
+        for task, f in r["tasks"].items():
+            figures.setdefault((r["balancer"], task, f["metric"]), []).append(f["float32"])
+    ranges: dict[str, list[float]] = {}
+    for (_, _, metric), values in figures.items():
+        ranges.setdefault(metric, []).append(float(np.ptp(values)))
+    return {metric: float(np.mean(values)) for metric, values in ranges.items()}
 
 
 def _train_and_score(
@@ -108,19 +151,20 @@ def paired(task: Task, candidate: ModelPass, reference: ModelPass) -> dict[str, 
 def table(results: dict[str, Any]) -> list[str]:
     head = f"fold {results['fold']}, {results['epochs']} epochs, {results['test_images']} test images"
     lines = [f"{head}; bf16 + channels-last vs float32 (test figure, Δ, paired p)"]
-    for balancer, per_task in results["balancers"].items():
+    for r in results["runs"]:
         lines.append(
-            f"  {balancer:12s} "
+            f"  {r['balancer']:12s} seed {r['seed']:<3d} "
             + " | ".join(
-                f"{task} {r['metric']} {r['float32']:.4f} → {r['bf16']:.4f} (Δ {r['delta']:+.4f}, p {r['p_value']:.2f})"
-                for task, r in per_task.items()
+                f"{task} {f['metric']} {f['float32']:.4f} → {f['bf16']:.4f} (Δ {f['delta']:+.4f}, p {f['p_value']:.2f})"
+                for task, f in r["tasks"].items()
             )
         )
     lines.append(
         "largest |Δ|: "
         + ", ".join(
-            f"{m} {v:.4f} (seed spread {results['seed_spread'][m]}; mean Δ {results['mean_delta'][m]:+.4f})"
+            f"{m} {v:.4f} (seed spread {results['seed_spread'][m]:.4f}; mean Δ {results['mean_delta'][m]:+.4f})"
             for m, v in results["max_abs_delta"].items()
         )
+        + f"; seed spread: {results['seed_spread_source']}"
     )
     return lines
