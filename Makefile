@@ -7,6 +7,8 @@ PROFILE ?=
 DATA ?=
 DEVICE ?= auto
 GPU_CHECK_OUT ?= reports/gpu_check.json
+# When this make started (before any install): make run's wall-time record counts from here (reports/run_time.json).
+STARTED := $(shell date +%s.%N)
 # This pipeline runs offline on clusters: no usage telemetry from MLflow, Ray or albumentations.
 export MLFLOW_DISABLE_TELEMETRY := true
 export RAY_USAGE_STATS_ENABLED := 0
@@ -25,7 +27,7 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	test -d .dvc || $(BIN)/dvc init --quiet
 	$(if $(PROFILE),$(BIN)/python -m pipeline apply-profile $(PROFILE) $(if $(DATA),--data "$(DATA)"))
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pipeline time-stages --since $(STARTED) -- $(BIN)/dvc repro
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc metrics show
 	$(BIN)/python -m pipeline compare --strict
 

@@ -118,6 +118,29 @@ COMMANDS = (
         takes_params_path=True,
     ),
     Command(
+        "precision",
+        "pipeline.bench.precision",
+        "bf16 against float32, per balancer and training seed, paired per test image (the train.amp: auto evidence)",
+        (
+            option("--seeds", type=int, nargs="+", help="training seeds (default: the params' seed)"),
+            option("--balancers", nargs="+", help="default: train.balancers"),
+            option("--out", type=Path, default=paths.REPORTS / "precision.json"),
+        ),
+        function="command",
+    ),
+    Command(
+        "time-stages",
+        "pipeline.bench.run_time",
+        "run a command (make run: dvc repro) and record its wall time per DVC stage in reports/run_time.json",
+        (
+            option("command", nargs="+", help="the command and its arguments, after `--` (e.g. -- dvc repro)"),
+            option("--since", type=float, help="epoch seconds the run started at (make run: before the install)"),
+            option("--out", type=Path, default=paths.REPORTS / "run_time.json"),
+        ),
+        function="record",
+        takes_params=False,
+    ),
+    Command(
         "seeds",
         "pipeline.bench.seeds",
         "train and score every balancer once per seed: does each pass, the figures' range",

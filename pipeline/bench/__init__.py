@@ -2,7 +2,8 @@
 
 Every figure that compares two things is measured side by side in one process run, interleaved
 (:mod:`pipeline.bench.timing`), after a warm-up, as medians: these machines are noisy, and
-interleaving exposes every contender to the same noise. Parts: ``balancers`` (step time and peak
+interleaving exposes every contender to the same noise. Parts: ``make_run`` (the last ``make run``'s wall
+time per stage, as that run recorded it: :mod:`pipeline.bench.run_time`), ``balancers`` (step time and peak
 memory per balancer), ``formats`` (step time per precision and layout), ``precision`` (bf16's effect on each
 balancer's test figures), ``input`` (loader vs model throughput, augment stage vs bare albumentations),
 ``distributed`` (Ray Train vs the in-process loop, workers vs threads) and ``scaling`` (data stages
@@ -10,4 +11,4 @@ at 1×, 2×, 4× the synthetic dataset). :mod:`pipeline.bench.suite` runs them a
 ``reports/bench.json``.
 """
 
-PARTS = ("balancers", "formats", "precision", "input", "distributed", "scaling")
+PARTS = ("make_run", "balancers", "formats", "precision", "input", "distributed", "scaling")

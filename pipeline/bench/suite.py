@@ -22,11 +22,12 @@ import torch
 
 from pipeline import paths
 from pipeline.atomic import atomic_write_json
-from pipeline.bench import PARTS, balancers, distributed, formats, input_path, precision, scaling
+from pipeline.bench import PARTS, balancers, distributed, formats, input_path, precision, run_time, scaling
 from pipeline.config import Params
 from pipeline.data.build import build_data_root
 
 MODULES = {
+    "make_run": run_time,
     "balancers": balancers,
     "formats": formats,
     "precision": precision,
@@ -45,6 +46,8 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         met = value <= bound if op == "<=" else value >= bound
         out.append({"figure": figure, "value": value, "target": f"{op} {bound}", "met": bool(met)})
 
+    if results.get("make_run", {}).get("complete"):
+        check("make_run.total_s", results["make_run"]["total_s"], "<=", run_time.TARGET_S)
     if "balancers" in results:
         per = results["balancers"]["balancers"]
         if "gradnorm" in per:
@@ -102,7 +105,9 @@ def run(
             build_data_root(params, data_root)
         for part in (p for p in PARTS if p in parts):
             t = time.perf_counter()
-            if part == "balancers":
+            if part == "make_run":
+                results[part] = run_time.run()
+            elif part == "balancers":
                 results[part] = balancers.run(
                     params, params_path, **({"steps": 2, "memory_rounds": 1} if quick else {})
                 )

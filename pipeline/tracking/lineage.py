@@ -69,7 +69,7 @@ def lineage_tags(params: Params, data_root: Path) -> dict[str, str]:
     """
     hashes, source = data_hashes(Path(data_root))
     combined = hashlib.sha256("".join(f"{k}={v}\n" for k, v in sorted(hashes.items())).encode()).hexdigest()
-    commit, dirty = _git_state()
+    commit, dirty = git_state()
     return redact_values(
         {
             "git_commit": commit,
@@ -126,7 +126,7 @@ def _cache_confirms(repo: Path, dir_md5: str, manifest: Path) -> bool:
     return recorded == hashlib.md5(manifest.read_bytes(), usedforsecurity=False).hexdigest()
 
 
-def _git_state() -> tuple[str, str]:
+def git_state() -> tuple[str, str]:
     """(commit, "true"/"false" for modified tracked files) of the code's repository, or ("unknown", "unknown")."""
     try:
         commit = _git("rev-parse", "HEAD")
