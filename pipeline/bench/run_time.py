@@ -39,10 +39,11 @@ SKIPPED = re.compile(r"Stage '([^']+)' didn't change, skipping")
 
 
 def record(command: Sequence[str], since: float | None = None, out: Path = RECORD) -> dict[str, Any]:
-    """Run ``command`` through :func:`run_echoing` and on success write to ``out`` the seconds of ``setup``
-    (``since`` → start, epoch seconds; 0 without ``since``), of every stage that ran, and ``total_s`` (``since`` or
-    the start → the end), with the stages DVC skipped, the commit (and whether tracked files were modified) at the start and the CPU count. A non-zero exit raises
-    :class:`PipelineError` and leaves ``out`` as it was."""
+    """Run ``command`` through :func:`run_echoing` and on success write to ``out``: ``setup_s`` (``since`` → start,
+    ``since`` in epoch seconds; 0 without it), ``stages`` (in the order they ran, each ``{"stage", "seconds"}``),
+    ``total_s`` (``since`` or the start → the end), the stages DVC ``skipped``, the ``commit`` and whether tracked
+    files were modified (``dirty``) at the start, and the CPU count. A non-zero exit raises :class:`PipelineError`
+    and leaves ``out`` as it was."""
     started = time.time()
     commit, dirty = git_state()  # before the run, which rewrites dvc.lock and the tracked metrics
     marks: list[tuple[str, float]] = []
@@ -66,7 +67,7 @@ def record(command: Sequence[str], since: float | None = None, out: Path = RECOR
         "dirty": dirty == "true",
         "cpus": os.cpu_count(),
         "setup_s": started - since if since is not None else 0.0,
-        "stages": {name: end - t for (name, t), end in zip(marks, ends, strict=True)},
+        "stages": [{"stage": name, "seconds": end - t} for (name, t), end in zip(marks, ends, strict=True)],
         "skipped": skipped,
         "total_s": ended - (since if since is not None else started),
     }
@@ -139,6 +140,6 @@ def table(results: dict[str, Any]) -> list[str]:
         state += f", made at commit {results['commit'][:7]}{' (modified)' if results['dirty'] else ''}, not HEAD"
     lines = [f"make run of {results['recorded_at']}, {results['cpus']} CPUs: {state}"]
     lines.append(f"  {'setup (install, dvc init)':28s} {results['setup_s']:7.1f} s")
-    lines += [f"  {name:28s} {seconds:7.1f} s" for name, seconds in results["stages"].items()]
+    lines += [f"  {s['stage']:28s} {s['seconds']:7.1f} s" for s in results["stages"]]
     lines.append(f"  {'total':28s} {results['total_s']:7.1f} s (target <= {TARGET_S:.0f} s)")
     return lines
