@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -38,6 +39,9 @@ from pipeline.tracking.system import NodeSystemMetrics
 from pipeline.train import cluster
 from pipeline.train.checkpoint import BEST, LAST, load_checkpoint, write_checkpoint_files
 from pipeline.train.loop import EpochCallback, FoldResult, StepCallback, Trainer
+
+CANCEL_GRACE_S = 60.0
+"""How long a cancelled fold's Train job may take to abort (release its workers) before its driving task is killed."""
 
 
 class TorchComm:
@@ -243,15 +247,16 @@ def run_folds(params: Params, balancer: str, data_root: Path, jobs: Sequence[Fol
 
     A fold's result does not depend on what runs beside it: its workers' threads (one per CPU a worker takes), batches
     and seeds are its own. Side by side, each fold's Train job is driven from a Ray task that takes no CPU (its workers
-    take them), as Tune drives its trials. The first job to fail cancels the others and its error is raised as its own
-    type (a :class:`~pipeline.errors.PipelineError` from :func:`run_fold`).
+    take them), as Tune drives its trials. The first job to fail stops the others, whose Train jobs abort and free their
+    CPUs before this returns (:func:`_cancel`), and its error is raised as its own type (a
+    :class:`~pipeline.errors.PipelineError` from :func:`run_fold`).
     """
     cluster.connect(params)
     slots = min(len(jobs), cluster.job_slots(params))
     if slots <= 1:
         return {job.fold: _run_job(params, balancer, data_root, job) for job in jobs}
     anywhere = params.model_copy(update={"ray": params.ray.model_copy(update={"storage_path": storage_path(params)})})
-    drive = ray.remote(num_cpus=0, max_retries=0)(_run_job)
+    drive = ray.remote(num_cpus=0, max_retries=0)(_drive_job)
     waiting = list(jobs)
     running: dict[ray.ObjectRef, int] = {}  # each job's driving task → its fold
     results: dict[int, FoldResult] = {}
@@ -268,9 +273,34 @@ def run_folds(params: Params, balancer: str, data_root: Path, jobs: Sequence[Fol
     except ray.exceptions.RayTaskError as exc:
         raise (exc.cause if isinstance(exc.cause, Exception) else exc) from None
     finally:
-        for unfinished in running:
-            ray.cancel(unfinished, force=True)
+        _cancel(list(running))
     return results
+
+
+def _drive_job(params: Params, balancer: str, data_root: Path, job: FoldJob) -> FoldResult:
+    """:func:`_run_job` as the Ray task that drives a Train job; :func:`_cancel` interrupts it.
+
+    Ray runs the task in its worker's main thread, where ``TorchTrainer.fit`` installs a SIGINT handler that aborts
+    the job's controller (its workers and placement group with it). A handler left by an earlier job in this reused
+    worker would abort that finished job's controller and swallow the interrupt, so the default one goes first.
+    """
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    return _run_job(params, balancer, data_root, job)
+
+
+def _cancel(driving: list[ray.ObjectRef], grace_s: float = CANCEL_GRACE_S) -> None:
+    """Stop the Train jobs that ``driving`` tasks (:func:`_drive_job`) drive, and wait until they are gone.
+
+    Killing a driving task outright would leave its Train controller's placement group holding the job's CPUs until
+    this driver exits. Ray's plain cancel raises SIGINT in the task instead, and Train aborts the job; a task still
+    running ``grace_s`` seconds later is killed.
+    """
+    for task in driving:
+        ray.cancel(task)
+    if driving:
+        _, stuck = ray.wait(driving, num_returns=len(driving), timeout=grace_s)
+        for task in stuck:
+            ray.cancel(task, force=True)
 
 
 def _run_job(params: Params, balancer: str, data_root: Path, job: FoldJob) -> FoldResult:

@@ -19,17 +19,16 @@ import ray.train.torch
 import torch
 
 from pipeline.balancers import balancer_classes
-from pipeline.bench.distributed import EpochClock
 from pipeline.config import deep_merge, parse_params
 from pipeline.data.folds import load_fold
-from pipeline.errors import ConfigError, PipelineError
+from pipeline.errors import ConfigError, DataError, PipelineError
 from pipeline.tasks import build_tasks
 from pipeline.train import cluster
 from pipeline.train.checkpoint import BEST, LAST
 from pipeline.train.distributed import FoldJob, TorchComm, run_fold, run_folds
 from pipeline.train.loop import Trainer
 from tests.conftest import build_data, tiny_params
-from tests.ray_cluster import free_port
+from tests.ray_cluster import NUM_CPUS, free_port
 
 pytestmark = pytest.mark.slow
 
@@ -63,6 +62,31 @@ class EpochLog:
         return [int(line) for line in Path(self.path).read_text().split()] if Path(self.path).exists() else []
 
 
+@dataclass(frozen=True)
+class Rendezvous:
+    """A picklable epoch callback: at its fold's first epoch end it waits up to ``timeout_s`` for every fold in
+    ``folds`` to reach theirs, and marks the fold ``met`` when they all did, which only folds trained at the same
+    time can do."""
+
+    folder: str
+    fold: int
+    folds: tuple[int, ...]
+    timeout_s: float = 120.0
+
+    def __call__(self, record: dict[str, Any]) -> None:
+        folder = Path(self.folder)
+        arrived = folder / f"arrived_{self.fold}"
+        if arrived.exists():
+            return
+        arrived.touch()
+        deadline = time.monotonic() + self.timeout_s
+        while not all((folder / f"arrived_{f}").exists() for f in self.folds):
+            if time.monotonic() > deadline:
+                return
+            time.sleep(0.05)
+        (folder / f"met_{self.fold}").touch()
+
+
 def test_the_jobs_tasks_and_actors_run_at_the_priority_of_an_in_process_run(on_cluster):
     cluster.connect(small_params())
 
@@ -84,12 +108,13 @@ def test_folds_side_by_side_end_bit_identical_to_folds_one_after_the_other(on_cl
     params = small_params(ray={"storage_path": str(tmp_path / "ray_results")})
     cluster.connect(params)
     assert cluster.job_slots(params) == 2  # the session cluster's 2 CPUs hold two 1-CPU jobs
-    clocks = {f: tmp_path / f"epochs_{f}.txt" for f in (0, 1)}  # each epoch's end, time.monotonic()
-    jobs = [FoldJob(f, tmp_path / "side" / f"fold_{f}", f"side-{f}", EpochClock(str(clocks[f]))) for f in (0, 1)]
+    folds = (0, 1)
+    jobs = [
+        FoldJob(f, tmp_path / "side" / f"fold_{f}", f"side-{f}", Rendezvous(str(tmp_path), f, folds)) for f in folds
+    ]
     side_by_side = run_folds(params, "dwa", tiny_data, jobs)
+    assert all((tmp_path / f"met_{f}").exists() for f in folds), "the folds did not train at the same time"
 
-    ends = {f: [float(t) for t in clocks[f].read_text().split()] for f in (0, 1)}
-    assert min(ends[1]) < max(ends[0]) and min(ends[0]) < max(ends[1]), "the folds did not overlap"
     for job in jobs:
         alone = run_fold(
             params, "dwa", job.fold, tiny_data, tmp_path / "alone" / f"fold_{job.fold}", f"alone-{job.fold}"
@@ -102,12 +127,25 @@ def test_folds_side_by_side_end_bit_identical_to_folds_one_after_the_other(on_cl
             assert all(torch.equal(side_state[k], alone_state[k]) for k in side_state), (job.fold, name)
 
 
-def test_a_failing_fold_fails_the_folds_beside_it_with_its_own_error(on_cluster, tmp_path):
-    params = small_params(ray={"storage_path": str(tmp_path / "ray_results")})
-    jobs = [FoldJob(f, tmp_path / f"fold_{f}", f"missing-{f}") for f in (0, 1)]
-    with pytest.raises(PipelineError, match="missing") as error:
-        run_folds(params, "dwa", tmp_path / "no_such_data", jobs)
+def test_a_failing_fold_stops_the_fold_beside_it_frees_its_cpus_and_raises_its_own_error(
+    on_cluster, tiny_data, tmp_path
+):
+    params = small_params(
+        train={"epochs": 1000}, ray={"storage_path": str(tmp_path / "ray_results"), "max_failures": 0}
+    )
+    beside = EpochLog(str(tmp_path / "epochs.txt"))
+    jobs = [FoldJob(0, tmp_path / "fold_0", "long-0", beside), FoldJob(9, tmp_path / "fold_9", "no-fold-9")]
+    with pytest.raises(DataError, match="no fold 9") as error:
+        run_folds(params, "dwa", tiny_data, jobs)
     assert not isinstance(error.value, ray.exceptions.RayTaskError)
+
+    deadline = time.monotonic() + 10  # Ray frees a removed placement group's CPUs asynchronously
+    while ray.available_resources().get("CPU", 0) < NUM_CPUS and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert ray.available_resources().get("CPU", 0) == NUM_CPUS, "the fold beside it still holds its workers"
+    stopped_after = len(beside.epochs())
+    time.sleep(3)
+    assert len(beside.epochs()) == stopped_after < 1000, "the fold beside it is still training"
 
 
 # ---------------------------------------------------------------- equivalence
