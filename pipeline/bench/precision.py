@@ -27,7 +27,7 @@ from pipeline.config import Params, deep_merge, parse_params
 from pipeline.data.build import build_data_root
 from pipeline.data.folds import ArraySet, FoldData, load_fold, load_test
 from pipeline.evaluate.inference import ModelPass, model_pass
-from pipeline.evaluate.statistics import mcnemar_exact, wilcoxon_dice
+from pipeline.evaluate.statistics import paired_test
 from pipeline.tasks import Task, build_tasks
 from pipeline.train.loop import Trainer
 
@@ -141,10 +141,8 @@ def paired(task: Task, candidate: ModelPass, reference: ModelPass) -> dict[str, 
     paired test's p-value (Wilcoxon on per-image Dice, or exact McNemar on per-image correctness)."""
     metric = HEADLINE[task.kind]
     figures = {"bf16": candidate.metrics[task.name][metric], "float32": reference.metrics[task.name][metric]}
-    if metric == "dice":
-        test = wilcoxon_dice(candidate.per_image[task.name]["dice"], reference.per_image[task.name]["dice"])
-    else:
-        test = mcnemar_exact(candidate.per_image[task.name]["correct"], reference.per_image[task.name]["correct"])
+    column = "dice" if metric == "dice" else "correct"
+    test = paired_test(metric, candidate.per_image[task.name][column], reference.per_image[task.name][column])
     return {"metric": metric, **figures, "delta": figures["bf16"] - figures["float32"], "p_value": test["p_value"]}
 
 

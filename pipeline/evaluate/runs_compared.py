@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.errors import DataError
-from pipeline.evaluate.statistics import mcnemar_exact, wilcoxon_dice
+from pipeline.evaluate.statistics import paired_test
 
 PER_IMAGE = Path("evaluation") / "per_image.csv"
 Rows = dict[str, dict[tuple[str, str], dict[str, str]]]
@@ -79,10 +79,8 @@ def paired_column(column: str, reference: list[dict[str, str]], candidate: list[
     """Mean of ``column`` in each run, their difference (candidate − reference) and the paired test's p-value."""
     ref = np.array([float(r[column]) for r in reference])
     cand = np.array([float(r[column]) for r in candidate])
-    if column.endswith("/dice"):
-        metric, test = "dice", wilcoxon_dice(cand, ref)
-    else:
-        metric, test = "accuracy", mcnemar_exact(cand.astype(bool), ref.astype(bool))
+    metric = "dice" if column.endswith("/dice") else "accuracy"
+    test = paired_test(metric, cand, ref)
     return {
         "metric": metric,
         "reference": float(ref.mean()),

@@ -8,6 +8,7 @@
 - Classification: exact McNemar test on per-image correctness (:func:`mcnemar_exact`): a two-sided
   binomial test of ``b`` against ``b + c`` trials at 1/2, where ``b`` counts images only the model
   gets right and ``c`` those only the reference gets right. Without discordant pairs p = 1.
+- :func:`paired_test` picks the one of the two that fits a headline metric (``dice`` or ``accuracy``).
 - :func:`holm` adjusts a family of p-values for multiple comparisons (Holm–Bonferroni step-down).
 """
 
@@ -72,6 +73,17 @@ def mcnemar_exact(correct: np.ndarray, reference_correct: np.ndarray) -> dict[st
     if b + c == 0:
         return result | {"p_value": 1.0, "note": "no discordant pairs: both are right on the same images, p = 1"}
     return result | {"p_value": float(stats.binomtest(b, b + c, 0.5).pvalue), "note": ""}
+
+
+def paired_test(metric: str, figures: np.ndarray, reference: np.ndarray) -> dict[str, Any]:
+    """:func:`wilcoxon_dice` when ``metric`` is ``dice`` (``figures``: per-image Dice ``(N,)``), :func:`mcnemar_exact`
+    when it is ``accuracy`` (``figures``: per-image correctness ``(N,)``), each against ``reference`` on the same images.
+    """
+    if metric == "dice":
+        return wilcoxon_dice(figures, reference)
+    if metric == "accuracy":
+        return mcnemar_exact(figures, reference)
+    raise ValueError(f"metric {metric!r}: no paired test (allowed: 'dice', 'accuracy')")
 
 
 def holm(p_values: Sequence[float]) -> list[float]:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from pipeline.evaluate.paired import paired_values, statistics_document
-from pipeline.evaluate.statistics import holm, mcnemar_exact, wilcoxon_dice
+from pipeline.evaluate.statistics import holm, mcnemar_exact, paired_test, wilcoxon_dice
 from pipeline.tasks import Task
 
 LESION = Task("lesion", "binary_segmentation", "mask", 1, ("background", "foreground"))
@@ -63,6 +63,15 @@ def test_mcnemar_without_discordant_pairs_gives_p_one():
     result = mcnemar_exact(correct, correct.copy())
     assert result["p_value"] == 1.0 and (result["b"], result["c"]) == (0, 0)
     assert "discordant" in result["note"]
+
+
+def test_a_headline_metric_gets_its_paired_test_and_an_unknown_one_names_the_allowed():
+    dice, reference = np.array([0.9, 0.8, 0.7, 0.95]), np.array([0.85, 0.8, 0.6, 0.9])
+    assert paired_test("dice", dice, reference) == wilcoxon_dice(dice, reference)
+    correct = np.array([1.0, 0.0, 1.0, 1.0])  # per-image correctness as a metrics table holds it
+    assert paired_test("accuracy", correct, 1 - correct) == mcnemar_exact(correct.astype(bool), (1 - correct) > 0)
+    with pytest.raises(ValueError, match="'auc'.*allowed: 'dice', 'accuracy'"):
+        paired_test("auc", dice, reference)
 
 
 def test_mismatched_pairs_are_rejected():
