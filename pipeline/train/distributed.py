@@ -269,7 +269,8 @@ def run_folds(params: Params, balancer: str, data_root: Path, jobs: Sequence[Fol
                 )
                 running[drive.remote(anywhere, balancer, Path(data_root).resolve(), absolute)] = job.fold
             (finished,), _ = ray.wait(list(running), num_returns=1)
-            results[running.pop(finished)] = ray.get(finished)
+            fold = running.pop(finished)  # before ray.get raises: cancelling a finished task can crash Ray's driver
+            results[fold] = ray.get(finished)
     except ray.exceptions.RayTaskError as exc:
         raise (exc.cause if isinstance(exc.cause, Exception) else exc) from None
     finally:
