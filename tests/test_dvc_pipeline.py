@@ -117,6 +117,7 @@ def _assert_readable_log(output: str, params: dict) -> None:
         "INFO mlflow",
         "across cluster",  # Ray's folding of similar lines, which hid concurrent trials' epochs
         "WARNING: 'pipeline",  # DVC on a dependency (an empty module)
+        "PreemptionWatcher",  # Ray core on the actor a Train job starts to watch for node preemption (one local node)
     ):
         assert chatter not in output
     assert re.search(r"^augment: \d+ img in [\d.]+ s", output, re.MULTILINE)
